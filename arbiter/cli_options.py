@@ -1,0 +1,57 @@
+"""Command-line flags made from a pydantic model, so a setting is declared once (its type, default, help)."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One --flag per field; every default is None so that only flags the user gave override the config."""
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = field.default if field.default_factory is None else field.default_factory()
+        text = (field.description or "").strip()
+        help_text = f"{text} (default: {default})" if text else f"(default: {default})"
+        kind, choices, repeat = _flag_type(field.annotation)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif repeat:
+            parser.add_argument(flag, action="append", type=kind, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, choices=choices, default=None, help=help_text)
+
+
+def given_flags(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, object]:
+    return {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+
+
+def _flag_type(annotation: object) -> tuple[typing.Callable[[str], object], list[str] | None, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _flag_type(inner[0])
+    if origin is typing.Literal:
+        return str, list(typing.get_args(annotation)), False
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return _with_message(getattr(item, "parse", item)), None, True
+    if annotation in (int, float, str, bool, Path):
+        return annotation, None, False  # type: ignore[return-value]
+    raise TypeError(f"no command-line form for {annotation!r}")
+
+
+def _with_message(parse: typing.Callable[[str], object]) -> typing.Callable[[str], object]:
+    """argparse hides a ValueError's text; ArgumentTypeError shows it."""
+
+    def wrapped(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return wrapped

@@ -1,0 +1,83 @@
+"""The bundle manifest: every fact a server needs to score with a bundle exactly as training did."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Major.minor. A reader accepts any minor of its own major; a new major means an incompatible layout.
+FORMAT_VERSION = "1.0"
+MANIFEST_FILE = "manifest.json"
+
+
+class Section(BaseModel):
+    # A newer minor version may add fields; a reader of the same major ignores what it does not know.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class Rendering(Section):
+    """How a (prompt, response) pair becomes text. See arbiter.bundle.render."""
+
+    kind: Literal["chat_template", "plain"]
+    chat_template: str | None = Field(None, description="Jinja chat template, when kind is chat_template.")
+    special_tokens: dict[str, str] = Field(
+        default_factory=dict, description="bos_token, eos_token, ... as the chat template expects them."
+    )
+
+
+class FileEntry(Section):
+    sha256: str
+    bytes: int
+
+
+class Parity(Section):
+    max_abs_diff: float = Field(description="max |onnx - torch| over the checked items")
+    items: int
+    tolerance: float
+
+
+class Int8Report(Section):
+    file: str | None = Field(description="model.int8.onnx, or None when it was refused")
+    accuracy: float
+    fp32_accuracy: float
+    pairwise_agreement: float = Field(description="share of eval pairs ordered the same as fp32")
+    min_agreement: float
+    pairs: int
+    reason: str | None = None
+
+
+class Normalization(Section):
+    mean: float
+    std: float
+    count: int
+    source: str = Field(description="what the statistics were computed on")
+
+
+class ModelSpec(Section):
+    """What a model is and how its inputs are built: shared by training checkpoints and bundles."""
+
+    base_model: str
+    architecture: Literal["encoder", "decoder"]
+    model_type: str
+    pooling: Literal["first_token", "last_token"]
+    max_length: int = Field(gt=8)
+    padding_side: Literal["left", "right"]
+    pad_token_id: int
+    rendering: Rendering
+
+
+class Manifest(Section):
+    format_version: str = FORMAT_VERSION
+    name: str
+    model_version: str
+    created_at: str
+    arbiter_version: str
+    model: ModelSpec
+    score_semantics: Literal["raw_logit"] = "raw_logit"
+    files: dict[str, FileEntry] = Field(default_factory=dict, description="checksums of every other file")
+    parity: Parity | None = None
+    int8: Int8Report | None = None
+    normalization: Normalization | None = None
+    eval_accuracy: float | None = None
+    training: dict[str, object] = Field(default_factory=dict)

@@ -1,0 +1,50 @@
+"""Scoring with a bundle's ONNX file through ONNX Runtime. Never imports torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from arbiter.bundle.load import Bundle, BundleError
+from arbiter.bundle.manifest import ModelSpec
+from arbiter.bundle.render import Encoded, InputBuilder, Prompt, pad_batch, score_by_length
+
+PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+
+
+class OnnxRewardModel:
+    """One ONNX Runtime session over a reward model; scores are raw logits."""
+
+    def __init__(
+        self, model_file: Path, spec: ModelSpec, builder: InputBuilder, threads: int = 0, batch_size: int = 32
+    ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.spec, self.builder, self.batch_size = spec, builder, batch_size
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, precision: str = "fp32", threads: int = 0) -> OnnxRewardModel:
+        file = PRECISION_FILES.get(precision)
+        if file is None:
+            raise BundleError(f"unknown precision {precision!r}; use one of {', '.join(PRECISION_FILES)}")
+        if not bundle.has(file):
+            raise BundleError(f"{bundle.path}: has no {file} (precision {precision})")
+        return cls(bundle.file(file), bundle.manifest.model, bundle.input_builder(), threads)
+
+    def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)
+        (scores,) = self.session.run(["score"], {"input_ids": ids, "attention_mask": mask})
+        return scores.astype(np.float64)
+
+    def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        return score_by_length(sequences, self.batch_size, self.run)
+
+    def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        return self.score_ids([e.ids for e in encoded])
+
+    def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:
+        return self.score_encoded(self.builder.encode_many(prompts, responses))

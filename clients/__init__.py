@@ -1,0 +1,1 @@
+"""The light Python client and trainer adapters: no torch, no server dependencies."""

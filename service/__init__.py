@@ -1,0 +1,1 @@
+"""The HTTP + gRPC server that serves bundles (see docs/bundle.md)."""

@@ -1,0 +1,52 @@
+"""Session-wide fixtures: one real short training run and its bundle, shared by every test that needs them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFERENCES = ROOT.parent / "shared" / "data" / "preferences"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def preferences() -> Path:
+    if not PREFERENCES.is_dir():
+        pytest.skip(f"shared preference data not found at {PREFERENCES}")
+    return PREFERENCES
+
+
+@pytest.fixture(scope="session")
+def trained_run(preferences: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, short MiniLM run on the shared HH-RLHF file: about a minute and a half on 2 cores."""
+    from arbiter.training.config import TrainConfig
+    from arbiter.training.data import SourceSpec
+    from arbiter.training.train import train
+
+    config = TrainConfig(
+        data=[SourceSpec(path=str(preferences / "hh_rlhf_harmless.jsonl"))],
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        max_length=64,
+        batch_size=16,
+        max_steps=40,
+        lr=5e-5,
+        head_lr=2e-3,
+        eval_fraction=0.2,
+        log_every=5,
+        eval_every=20,
+        out=tmp_path_factory.mktemp("run") / "minilm",
+        name="test-minilm",
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from arbiter.training.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "test-minilm"
+    return export_bundle(trained_run / "checkpoint", out, name="test-minilm", model_version="1").path

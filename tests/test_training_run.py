@@ -1,0 +1,127 @@
+"""A real short training run on the shared data: it learns, it leaves a complete run folder, and it exports."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import yaml
+from arbiter.bundle import load_bundle
+from arbiter.bundle.onnx_model import OnnxRewardModel
+from arbiter.training.data.load import load_source
+from arbiter.training.data.sources import SourceSpec
+
+MIN_ACCURACY = 0.54  # chance is 0.5; the linear-probe ceiling of frozen MiniLM features here is about 0.57
+
+
+def binomial_p_value(successes: int, trials: int) -> float:
+    """One-sided P(X >= successes) for X ~ Binomial(trials, 0.5)."""
+    return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2**trials
+
+
+def test_run_beats_chance_on_held_out_pairs(trained_run):
+    result = json.loads((trained_run / "eval.json").read_text())
+    assert result["pairs"] >= 300
+    assert result["accuracy"] >= MIN_ACCURACY, result["accuracy"]
+    assert binomial_p_value(round(result["accuracy"] * result["pairs"]), result["pairs"]) < 0.05
+    assert result["mean_margin"] > 0
+
+
+def test_run_folder_is_complete(trained_run):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "eval.json",
+        "eval.jsonl",
+        "data_report.json",
+        "training_curves.png",
+        "reliability.png",
+        "score_histograms.png",
+        "train_summary.json",
+    ):
+        assert (trained_run / name).is_file(), name
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["max_steps"] == 40 and config["head_lr"] == 2e-3
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [20, 40]
+    for png in trained_run.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_eval_split_file_has_no_training_prompt(trained_run, preferences):
+    held_out, _ = load_source(SourceSpec(path=str(trained_run / "eval.jsonl")))
+    every, _ = load_source(SourceSpec(path=str(preferences / "hh_rlhf_harmless.jsonl")))
+    held_keys = {g.prompt_key for g in held_out}
+    assert held_out[0].source == "hh_rlhf_harmless"
+    assert 0 < len(held_keys) < len({g.prompt_key for g in every})
+
+
+def test_bundle_parity_and_scores_match_the_run(bundle_dir, trained_run):
+    bundle = load_bundle(bundle_dir)
+    manifest = bundle.manifest
+    assert manifest.parity is not None and manifest.parity.max_abs_diff <= 1e-4 and manifest.parity.items == 64
+    assert manifest.normalization is not None and manifest.normalization.std > 0
+    run_eval = json.loads((trained_run / "eval.json").read_text())
+    assert abs(manifest.eval_accuracy - run_eval["accuracy"]) < 0.01  # ONNX fp32 scores the same pairs alike
+    model = OnnxRewardModel.from_bundle(bundle)
+    scores = model(
+        ["How do I pick a lock?", "How do I pick a lock?"],
+        ["I can't help with breaking into places.", "Use a tension wrench and a pick."],
+    )
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    alone = model(["How do I pick a lock?"], ["Use a tension wrench and a pick."])
+    assert abs(alone[0] - scores[1]) < 1e-5  # a score does not depend on its batch
+
+
+def test_int8_file_is_kept_only_with_enough_agreement(bundle_dir):
+    int8 = load_bundle(bundle_dir).manifest.int8
+    assert int8 is not None and 0 <= int8.pairwise_agreement <= 1
+    assert (int8.file is not None) == (int8.pairwise_agreement >= int8.min_agreement)
+    assert (bundle_dir / "model.int8.onnx").is_file() == (int8.file is not None)
+
+
+def test_int8_refused_under_a_strict_threshold(trained_run, tmp_path):
+    from arbiter.training.export import export_bundle
+
+    bundle = export_bundle(trained_run / "checkpoint", tmp_path / "strict", min_int8_agreement=1.0)
+    int8 = bundle.manifest.int8
+    assert int8.pairwise_agreement < 1.0  # int8 flips the order of some close pairs of this small model
+    assert int8.file is None and "agreement" in int8.reason
+    assert not (tmp_path / "strict" / "model.int8.onnx").exists()
+    assert "model.int8.onnx" not in bundle.manifest.files
+
+
+def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path):
+    held_out = str(trained_run / "eval.jsonl")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arbiter.cli",
+            "eval",
+            str(bundle_dir),
+            "--data",
+            held_out,
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "ALL" in out.stdout and "ECE" in out.stdout
+    from_bundle = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert set(from_bundle) >= {"accuracy", "by_source", "mean_margin", "ece", "length_bias", "reliability"}
+    assert (tmp_path / "e" / "reliability.png").is_file()
+    out = subprocess.run(
+        [sys.executable, "-m", "arbiter.cli", "eval", str(trained_run / "checkpoint"), "--data", held_out],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    from_checkpoint = json.loads(out.stdout.strip().splitlines()[-1])
+    assert abs(from_checkpoint["accuracy"] - from_bundle["accuracy"]) < 0.01

@@ -1,0 +1,178 @@
+"""Held-out evaluation of a reward model: accuracy, margins, calibration and length bias.
+
+Accuracy counts a pair right only when the chosen response scores strictly higher (a tie is wrong, as in
+RewardBench). Calibration is the expected calibration error of P(chosen) = sigmoid(r_c - r_r), over
+10 confidence bins of max(p, 1 - p). Length is measured in characters of the response.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from arbiter.bundle.render import Prompt
+from arbiter.training.data.schema import PreferenceGroup
+from arbiter.training.text_table import text_table
+
+Scorer = Callable[[Sequence[Prompt], Sequence[str]], np.ndarray]
+CALIBRATION_BINS = 10
+
+
+@dataclass
+class ScoredPairs:
+    """Every comparison of the evaluated groups, flattened, with both scores."""
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    chosen_len: np.ndarray
+    rejected_len: np.ndarray
+    source: list[str]
+    subset: list[str | None]
+
+
+def score_pairs(groups: Sequence[PreferenceGroup], scorer: Scorer) -> ScoredPairs:
+    prompts = [g.prompt for g in groups for _ in g.responses]
+    responses = [r for g in groups for r in g.responses]
+    return pairs_from_scores(groups, scorer(prompts, responses))
+
+
+def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> ScoredPairs:
+    """scores: one per response, groups in order, responses in order within each group."""
+    chosen, rejected, c_len, r_len, source, subset = [], [], [], [], [], []
+    offset = 0
+    for g in groups:
+        for c in g.comparisons:
+            chosen.append(scores[offset + c.winner])
+            rejected.append(scores[offset + c.loser])
+            c_len.append(len(g.responses[c.winner]))
+            r_len.append(len(g.responses[c.loser]))
+            source.append(g.source)
+            subset.append(g.subset)
+        offset += len(g.responses)
+    as_array = np.asarray
+    return ScoredPairs(
+        as_array(chosen, float), as_array(rejected, float), as_array(c_len), as_array(r_len), source, subset
+    )
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def calibration(diff: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, list[dict[str, float]]]:
+    """ECE and the reliability table of confidence max(p, 1-p) against the share predicted right."""
+    p = sigmoid(diff)
+    confidence = np.maximum(p, 1 - p)
+    correct = (diff > 0).astype(float)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for i in range(bins):
+        upper = confidence <= edges[i + 1] if i == bins - 1 else confidence < edges[i + 1]
+        in_bin = (confidence >= edges[i]) & upper
+        if not in_bin.any():
+            continue
+        conf, acc = float(confidence[in_bin].mean()), float(correct[in_bin].mean())
+        ece += in_bin.mean() * abs(acc - conf)
+        table.append(
+            {
+                "low": float(edges[i]),
+                "high": float(edges[i + 1]),
+                "confidence": conf,
+                "accuracy": acc,
+                "count": int(in_bin.sum()),
+            }
+        )
+    return float(ece), table
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")
+    rank = lambda v: np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)  # noqa: E731
+    return float(np.corrcoef(rank(x), rank(y))[0, 1])
+
+
+def metrics(pairs: ScoredPairs) -> dict[str, object]:
+    diff = pairs.chosen - pairs.rejected
+    ece, reliability = calibration(diff)
+    different = pairs.chosen_len != pairs.rejected_len
+    chosen_longer = pairs.chosen_len > pairs.rejected_len
+    model_prefers_longer = np.where(chosen_longer, diff > 0, diff < 0)
+    lengths = np.concatenate([pairs.chosen_len, pairs.rejected_len]).astype(float)
+    scores = np.concatenate([pairs.chosen, pairs.rejected])
+    result: dict[str, object] = {
+        "pairs": len(diff),
+        "accuracy": float((diff > 0).mean()) if len(diff) else float("nan"),
+        "mean_margin": float(diff.mean()) if len(diff) else float("nan"),
+        "ece": ece,
+        "length_bias": {
+            "pairs_with_different_length": int(different.sum()),
+            "labels_prefer_longer": float(chosen_longer[different].mean()) if different.any() else float("nan"),
+            "model_prefers_longer": float(model_prefers_longer[different].mean()) if different.any() else float("nan"),
+            "score_length_spearman": spearman(scores, lengths),
+        },
+        "reliability": reliability,
+    }
+    result["by_source"] = _accuracy_by(pairs.source, diff)
+    subsets = [s for s in pairs.subset if s is not None]
+    if subsets:
+        result["by_subset"] = _accuracy_by([s or "-" for s in pairs.subset], diff)
+    return result
+
+
+def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, dict[str, float]]:
+    buckets: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        buckets[key].append(i)
+    return {
+        k: {
+            "pairs": len(idx),
+            "accuracy": float((diff[idx] > 0).mean()),
+            "mean_margin": float(diff[idx].mean()),
+        }
+        for k, idx in sorted(buckets.items())
+    }
+
+
+def format_table(result: dict[str, object]) -> str:
+    """The on-screen summary: one row per source, then the overall row and the bias figures."""
+    rows = [("source", "pairs", "accuracy", "margin")]
+    for name, m in result["by_source"].items():  # type: ignore[union-attr]
+        rows.append((name, str(m["pairs"]), f"{m['accuracy']:.3f}", f"{m['mean_margin']:+.3f}"))
+    rows.append(("ALL", str(result["pairs"]), f"{result['accuracy']:.3f}", f"{result['mean_margin']:+.3f}"))
+    lines = [text_table(rows)]
+    bias = result["length_bias"]
+    lines.append(
+        f"ECE {result['ece']:.3f} | longer response wins: labels {_pct(bias['labels_prefer_longer'])}, "
+        f"model {_pct(bias['model_prefers_longer'])} | spearman(score, length) {bias['score_length_spearman']:+.3f}"
+    )
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def to_json(result: dict[str, object]) -> str:
+    """Strict JSON: a metric that is undefined (NaN) is written as null."""
+
+    def clean(value: object) -> object:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(result), indent=2, allow_nan=False)
+
+
+def write_json(result: dict[str, object], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_json(result))

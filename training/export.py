@@ -1,0 +1,211 @@
+"""`arbiter export`: a training checkpoint in, a validated bundle folder out (see docs/bundle.md).
+
+Export proves itself before it writes the manifest: ONNX and torch scores must agree on real eval inputs,
+and the int8 file is kept only when it orders the eval pairs like fp32 often enough.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from arbiter.bundle.checksums import file_entry
+from arbiter.bundle.load import Bundle, load_bundle
+from arbiter.bundle.manifest import MANIFEST_FILE, Int8Report, Manifest, Normalization, Parity
+from arbiter.bundle.onnx_model import OnnxRewardModel
+from arbiter.bundle.render import InputBuilder
+from arbiter.training.checkpoint import load_checkpoint
+from arbiter.training.data.load import load_source
+from arbiter.training.data.schema import PreferenceGroup
+from arbiter.training.data.sources import SourceSpec
+from arbiter.training.evaluate import format_table, metrics, pairs_from_scores, to_json
+from arbiter.training.model import RewardModel
+from arbiter.training.model_card import model_card
+from arbiter.training.torch_scorer import TorchScorer
+
+import arbiter
+
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """Export refused to write a bundle that would not score like the checkpoint."""
+
+
+def export_bundle(
+    checkpoint: Path,
+    out: Path,
+    name: str | None = None,
+    model_version: str | None = None,
+    eval_data: Path | None = None,
+    int8: bool = True,
+    min_int8_agreement: float = 0.99,
+    parity_items: int = 64,
+    tolerance: float = 1e-4,
+) -> Bundle:
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, tokenizer = load_checkpoint(checkpoint)
+    spec = model.spec
+    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    groups = _eval_groups(checkpoint, eval_data)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
+    try:
+        _write_bundle(
+            staging,
+            model,
+            tokenizer,
+            builder,
+            groups,
+            checkpoint,
+            name,
+            model_version,
+            int8,
+            min_int8_agreement,
+            parity_items,
+            tolerance,
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # never leave a half-written bundle behind
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return load_bundle(out)
+
+
+def _write_bundle(
+    staging: Path,
+    model: RewardModel,
+    tokenizer: object,
+    builder: InputBuilder,
+    groups: list[PreferenceGroup],
+    checkpoint: Path,
+    name: str | None,
+    model_version: str | None,
+    int8: bool,
+    min_int8_agreement: float,
+    parity_items: int,
+    tolerance: float,
+) -> None:
+    spec = model.spec
+    tokenizer.save_pretrained(staging)
+    builder.tokenizer.save(str(staging / "tokenizer.json"))  # the exact tokenizer the server will run
+    _export_onnx(model, staging / "model.onnx")
+    fp32 = OnnxRewardModel(staging / "model.onnx", spec, builder)
+
+    sequences = [e.ids for g in groups for e in builder.encode_many([g.prompt] * len(g.responses), g.responses)]
+    if not sequences:
+        raise ExportError("no evaluation data: give --eval-data, or export a checkpoint of a run with an eval split")
+    parity = _parity(model, builder, fp32, sequences[:parity_items], tolerance)
+    scores = fp32.score_ids(sequences)
+    pairs = pairs_from_scores(groups, scores)
+    result = metrics(pairs)
+    print(format_table(result), flush=True)
+    (staging / "eval.json").write_text(to_json(result))
+    normalization = Normalization(
+        mean=float(scores.mean()),
+        std=float(scores.std()),
+        count=len(scores),
+        source="fp32 scores of every response in the eval split",
+    )
+    int8_report = _int8(staging, spec, builder, groups, sequences, pairs, min_int8_agreement) if int8 else None
+
+    train_config = checkpoint.parent / "config.yaml"
+    training_info: dict[str, object] = {"checkpoint": str(checkpoint.resolve())}
+    if train_config.is_file():
+        training_info["config"] = train_config.read_text()
+    manifest = Manifest(
+        name=name or checkpoint.parent.name,
+        model_version=model_version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S"),
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        arbiter_version=arbiter.__version__,
+        model=spec,
+        parity=parity,
+        int8=int8_report,
+        normalization=normalization,
+        eval_accuracy=float(result["accuracy"]),  # type: ignore[arg-type]
+        training=training_info,
+    )
+    (staging / "README.md").write_text(model_card(manifest, result))
+    manifest.files = {p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()}
+    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+
+
+def _eval_groups(checkpoint: Path, eval_data: Path | None) -> list[PreferenceGroup]:
+    path = eval_data or checkpoint.parent / "eval.jsonl"
+    if not Path(path).is_file():
+        return []
+    groups, _ = load_source(SourceSpec(path=str(path)))
+    return groups
+
+
+def _export_onnx(model: RewardModel, path: Path) -> None:
+    model.eval()
+    example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["score"],
+            opset_version=OPSET,
+            dynamo=False,
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "score": {0: "batch"},
+            },
+        )
+
+
+def _parity(
+    model: RewardModel,
+    builder: InputBuilder,
+    onnx: OnnxRewardModel,
+    sequences: list[list[int]],
+    tolerance: float,
+) -> Parity:
+    reference = TorchScorer(model, builder, torch.device("cpu")).score_ids(sequences)
+    diff = float(np.abs(onnx.score_ids(sequences) - reference).max())
+    if diff > tolerance:
+        raise ExportError(f"ONNX scores differ from torch by {diff:.2e} (> {tolerance:.0e}); bundle not written")
+    return Parity(max_abs_diff=diff, items=len(sequences), tolerance=tolerance)
+
+
+def _int8(
+    staging: Path,
+    spec: object,
+    builder: InputBuilder,
+    groups: list[PreferenceGroup],
+    sequences: list[list[int]],
+    fp32_pairs: object,
+    min_agreement: float,
+) -> Int8Report:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = staging / "model.int8.onnx"
+    quantize_dynamic(str(staging / "model.onnx"), str(target), weight_type=QuantType.QInt8)
+    scores = OnnxRewardModel(target, spec, builder).score_ids(sequences)  # type: ignore[arg-type]
+    pairs = pairs_from_scores(groups, scores)
+    reference = fp32_pairs.chosen - fp32_pairs.rejected  # type: ignore[attr-defined]
+    agreement = float((np.sign(pairs.chosen - pairs.rejected) == np.sign(reference)).mean())
+    report = Int8Report(
+        file=target.name,
+        accuracy=float((pairs.chosen > pairs.rejected).mean()),
+        fp32_accuracy=float((reference > 0).mean()),
+        pairwise_agreement=agreement,
+        min_agreement=min_agreement,
+        pairs=len(reference),
+    )
+    if agreement < min_agreement:
+        target.unlink()
+        report.file = None
+        report.reason = f"pairwise agreement with fp32 {agreement:.4f} < {min_agreement}"
+        print(f"int8 refused: {report.reason}", flush=True)
+    return report

@@ -1,0 +1,116 @@
+"""A scalar reward model over any Hugging Face backbone.
+
+Encoders score from the first real token, decoders from the last real token. Both positions come from the
+attention mask, never from searching for pad ids: that search is the classic bug when pad == eos, and it
+breaks under left padding. Decoders also get position ids from the mask, so left padding changes nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from arbiter.bundle.manifest import ModelSpec, Rendering
+from arbiter.training import backbones
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+ENCODER_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "deberta",
+    "deberta-v2",
+    "distilbert",
+    "electra",
+    "mpnet",
+    "albert",
+    "modernbert",
+    "camembert",
+    "ernie",
+}
+SELF_POSITIONED = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text"}
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        # Positions counted over real tokens make left padding harmless. RoBERTa-style models count them
+        # from the input ids themselves (with an offset), so they are left alone.
+        self._mask_positions = (
+            spec.model_type not in SELF_POSITIONED and "position_ids" in inspect.signature(backbone.forward).parameters
+        )
+        nn.init.normal_(self.head.weight, std=1 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        extra = {}
+        if self._mask_positions:
+            extra["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        real = attention_mask.bool()
+        if self.spec.pooling == "first_token":
+            # first real token: smallest position whose mask is 1
+            index = torch.where(real, positions, attention_mask.shape[1]).amin(-1)
+        else:
+            index = torch.where(real, positions, -1).amax(-1)
+        pooled = hidden.gather(1, index.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+
+
+def detect_architecture(config: object) -> str:
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "decoder"
+    return "encoder" if getattr(config, "model_type", "") in ENCODER_TYPES else "decoder"
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{path}: Arbiter needs a fast (tokenizers) tokenizer so the server can load it")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def rendering_for(tokenizer: PreTrainedTokenizerBase, chat_template: str) -> Rendering:
+    """chat_template: 'auto' uses the tokenizer's own template when it has one, 'none' the plain template."""
+    template = tokenizer.chat_template if chat_template == "auto" else None
+    if isinstance(template, dict):  # tokenizers with several named templates
+        template = template.get("default")
+    if not template:
+        return Rendering(kind="plain")
+    specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    return Rendering(kind="chat_template", chat_template=template, special_tokens=specials)
+
+
+def build_reward_model(
+    base_model: str,
+    max_length: int,
+    architecture: str = "auto",
+    chat_template: str = "auto",
+    padding_side: str = "auto",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[RewardModel, PreTrainedTokenizerBase]:
+    path = backbones.resolve(base_model)
+    config = AutoConfig.from_pretrained(path)
+    arch = detect_architecture(config) if architecture == "auto" else architecture
+    tokenizer = load_tokenizer(path)
+    backbone = AutoModel.from_pretrained(path, dtype=dtype)
+    spec = ModelSpec(
+        base_model=backbones.canonical_name(base_model),
+        architecture=arch,
+        model_type=config.model_type,
+        pooling="first_token" if arch == "encoder" else "last_token",
+        max_length=min(max_length, getattr(config, "max_position_embeddings", max_length)),
+        padding_side=("right" if arch == "encoder" else "left") if padding_side == "auto" else padding_side,
+        pad_token_id=tokenizer.pad_token_id,
+        rendering=rendering_for(tokenizer, chat_template),
+    )
+    return RewardModel(backbone, spec), tokenizer

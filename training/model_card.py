@@ -1,0 +1,47 @@
+"""The bundle's README.md: what the model is, how it was checked, and what it should not be used for."""
+
+from __future__ import annotations
+
+from arbiter.bundle.manifest import Manifest
+from arbiter.training.evaluate import format_table
+
+
+def model_card(manifest: Manifest, eval_result: dict[str, object]) -> str:
+    spec = manifest.model
+    int8 = manifest.int8
+    if int8 is None:
+        int8_line = "not requested"
+    elif int8.file:
+        int8_line = f"written; agrees with fp32 on {100 * int8.pairwise_agreement:.1f}% of {int8.pairs} eval pairs"
+    else:
+        int8_line = f"refused: {int8.reason}"
+    parity, norm = manifest.parity, manifest.normalization
+    assert parity is not None and norm is not None, "export always records parity and normalization"
+    return f"""# {manifest.name} ({manifest.model_version})
+
+A scalar reward model for RLHF, exported by Arbiter {manifest.arbiter_version}.
+Bundle format {manifest.format_version}: see Arbiter's docs/bundle.md.
+
+| | |
+|---|---|
+| base model | `{spec.base_model}` ({spec.model_type}, {spec.architecture}) |
+| pooling | {spec.pooling} (position from the attention mask) |
+| input | {spec.rendering.kind} rendering, at most {spec.max_length} tokens, prompt cut from the left |
+| score | raw logit: higher is better; P(a over b) = sigmoid(score_a - score_b) |
+| normalization | mean {norm.mean:.4f}, std {norm.std:.4f} |
+| ONNX parity | max abs diff {parity.max_abs_diff:.2e} over {parity.items} items |
+| int8 | {int8_line} |
+
+## Held-out evaluation
+
+```
+{format_table(eval_result)}
+```
+
+## Limits
+
+- A reward model is a proxy for human preference, learned from the data it saw; policies optimized hard
+  against it find its blind spots (reward hacking). Watch the KL to the reference policy and re-check with people.
+- Scores are comparable within one model version only. Normalize with the statistics above before mixing models.
+- Inputs longer than {spec.max_length} tokens lose the beginning of their prompt.
+"""

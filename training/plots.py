@@ -1,0 +1,67 @@
+"""The PNG plots of a run: training curves, the reliability diagram, chosen-vs-rejected score histograms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from arbiter.training.evaluate import ScoredPairs
+
+
+def training_curves(metrics_file: Path, out: Path) -> None:
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r.get("kind") == "train"]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    ax_acc.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train (batch)")
+    if evals:
+        ax_loss.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="eval")
+        ax_acc.plot([r["step"] for r in evals], [r["accuracy"] for r in evals], "o-", label="eval")
+    ax_acc.axhline(0.5, color="grey", lw=0.8, ls="--")
+    for ax, title in ((ax_loss, "Bradley-Terry loss"), (ax_acc, "pairwise accuracy")):
+        ax.set_xlabel("optimizer step")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def reliability_diagram(reliability: list[dict[str, float]], ece: float, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0.5, 1], [0.5, 1], color="grey", ls="--", label="perfect calibration")
+    ax.plot([b["confidence"] for b in reliability], [b["accuracy"] for b in reliability], "o-", label="model")
+    for b in reliability:
+        ax.annotate(
+            str(b["count"]),
+            (b["confidence"], b["accuracy"]),
+            fontsize=7,
+            xytext=(3, -9),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("confidence max(p, 1-p), p = sigmoid(r_c - r_r)")
+    ax.set_ylabel("share of pairs ordered right")
+    ax.set_title(f"Reliability (ECE {ece:.3f})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def score_histograms(pairs: ScoredPairs, out: Path) -> None:
+    fig, (ax_scores, ax_diff) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_scores.hist(pairs.chosen, bins=40, alpha=0.6, label="chosen")
+    ax_scores.hist(pairs.rejected, bins=40, alpha=0.6, label="rejected")
+    ax_scores.set_title("reward of chosen and rejected responses")
+    ax_scores.legend()
+    ax_diff.hist(pairs.chosen - pairs.rejected, bins=40, color="tab:green")
+    ax_diff.axvline(0, color="black", lw=0.8)
+    ax_diff.set_title("r_chosen - r_rejected (right of 0 = correct)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,34 @@
+"""Scoring (prompt, response) pairs with a torch RewardModel: for evaluation during training and ONNX parity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from arbiter.bundle.render import InputBuilder, Prompt, pad_batch, score_by_length
+from arbiter.training.model import RewardModel
+
+
+class TorchScorer:
+    def __init__(self, model: RewardModel, builder: InputBuilder, device: torch.device, batch_size: int = 32) -> None:
+        self.model, self.builder, self.device, self.batch_size = model, builder, device, batch_size
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:
+        return self.score_ids([e.ids for e in self.builder.encode_many(prompts, responses)])
+
+    @torch.no_grad()
+    def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return score_by_length(sequences, self.batch_size, self._run)
+        finally:
+            self.model.train(was_training)
+
+    def _run(self, sequences: list[Sequence[int]]) -> np.ndarray:
+        spec = self.model.spec
+        ids, mask = pad_batch(sequences, spec.pad_token_id, spec.padding_side)
+        scores = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
+        return scores.float().cpu().numpy()

@@ -1,0 +1,242 @@
+"""`arbiter train`: preference data in, a reward-model checkpoint and a run folder out.
+
+The loop is deliberately plain (nanoGPT-style): encode every group once, then step through shuffled,
+length-bucketed micro-batches with AdamW, linear warmup and cosine decay. Under torchrun the same code runs
+as DDP, each process taking every WORLD_SIZE-th training group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from arbiter.bundle.render import InputBuilder
+from arbiter.training import distributed, plots
+from arbiter.training.batching import EncodedGroup, batches_forever, collate, encode_groups
+from arbiter.training.checkpoint import save_checkpoint
+from arbiter.training.config import TrainConfig
+from arbiter.training.data import load_preferences
+from arbiter.training.data.schema import PreferenceGroup
+from arbiter.training.evaluate import Scorer, format_table, metrics, score_pairs, write_json
+from arbiter.training.loss import pair_accuracy, preference_loss
+from arbiter.training.model import RewardModel, build_reward_model
+from arbiter.training.torch_scorer import TorchScorer
+from tqdm import tqdm
+
+
+def train(config: TrainConfig) -> Path:
+    ctx = distributed.setup(config.device)
+    try:
+        return _train(config, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
+    if not config.data:
+        raise ValueError("no training data: give --data FILE (or a hub dataset name) at least once")
+    _seed_everything(config.seed)
+    run = Path(config.out)
+    amp_dtype = _amp_dtype(config.precision, ctx.device)
+    model, tokenizer = build_reward_model(
+        config.base_model, config.max_length, config.architecture, config.chat_template, config.padding_side
+    )
+    spec = model.spec
+    if config.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules="all-linear",
+        )
+        model.backbone = get_peft_model(model.backbone, lora)
+    if config.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(ctx.device)
+
+    data = load_preferences(config.data, config.eval_fraction, config.seed, config.max_groups_per_source)
+    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    if ctx.is_main:
+        print(data.summary_table(), flush=True)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(config.to_yaml())
+        (run / "eval.jsonl").write_text("".join(json.dumps(g.to_row(), ensure_ascii=False) + "\n" for g in data.eval))
+        (run / "data_report.json").write_text(json.dumps([r.__dict__ for r in data.reports], indent=2, default=dict))
+    if not data.train:
+        raise ValueError("no usable training rows: see the bad-row table above")
+    train_items = encode_groups(data.train[ctx.rank :: ctx.world], builder)
+    eval_items = encode_groups(data.eval, builder) if ctx.is_main else []
+
+    per_step = config.batch_size * config.grad_accum
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * len(train_items) / per_step))
+    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
+    warmup = int(config.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total_steps, config))
+    trainable = model
+    if ctx.world > 1:
+        trainable = torch.nn.parallel.DistributedDataParallel(model)
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+
+    log = (run / "metrics.jsonl").open("w") if ctx.is_main else None
+    batches = batches_forever(train_items, config.batch_size, config.seed + ctx.rank)
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not ctx.is_main, dynamic_ncols=True)
+    started, pairs_seen = time.perf_counter(), 0
+    model.train()
+    for step in range(1, total_steps + 1):
+        loss_sum, acc_sum = 0.0, 0.0
+        for micro in range(config.grad_accum):
+            batch = collate(
+                next(batches),
+                spec.pad_token_id,
+                spec.padding_side,
+                config.use_margin,
+                config.use_strength,
+                config.margin_scale,
+            ).to(ctx.device)
+            last = micro == config.grad_accum - 1
+            sync = contextlib.nullcontext() if last or ctx.world == 1 else trainable.no_sync()
+            with sync, _autocast(ctx.device, amp_dtype):
+                rewards = trainable(batch.input_ids, batch.attention_mask).float()
+                loss = preference_loss(rewards, batch.pairs, config.center_coef)
+            scaler.scale(loss / config.grad_accum).backward()
+            loss_sum += loss.item() / config.grad_accum
+            acc_sum += pair_accuracy(rewards.detach(), batch.pairs).item() / config.grad_accum
+            pairs_seen += len(batch.pairs.winner)
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+        loss_avg, acc_avg = ctx.mean(loss_sum), ctx.mean(acc_sum)
+        rate = pairs_seen * ctx.world / (time.perf_counter() - started)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc_avg:.3f}", pairs_s=f"{rate:.1f}")
+        if log and (step % config.log_every == 0 or step == total_steps):
+            row = {
+                "kind": "train",
+                "step": step,
+                "loss": loss_avg,
+                "accuracy": acc_avg,
+                "lr": scheduler.get_last_lr()[0],
+                "pairs_per_s": rate,
+            }
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+        if config.eval_every and step % config.eval_every == 0 and step != total_steps:
+            if ctx.is_main and eval_items:
+                _log_eval(log, step, *_eval_loss(model, eval_items, config, ctx.device))
+            ctx.barrier()
+    bar.close()
+
+    if ctx.is_main:
+        assert log is not None
+        train_seconds = time.perf_counter() - started
+        if eval_items:
+            _log_eval(log, total_steps, *_eval_loss(model, eval_items, config, ctx.device))
+        log.close()
+        save_checkpoint(model, tokenizer, run / "checkpoint")
+        summary = {
+            "train_seconds": train_seconds,
+            "steps": total_steps,
+            "pairs_per_s": pairs_seen * ctx.world / train_seconds,
+            "processes": ctx.world,
+        }
+        (run / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        plots.training_curves(run / "metrics.jsonl", run / "training_curves.png")
+        if data.eval:
+            scorer = TorchScorer(model, builder, ctx.device)
+            evaluate_into(run, scorer, data.eval)
+    ctx.barrier()
+    return run
+
+
+def evaluate_into(folder: Path, scorer: Scorer, groups: list[PreferenceGroup]) -> dict[str, object]:
+    """Score groups, print the table, and write eval.json and the two evaluation plots into folder."""
+    pairs = score_pairs(groups, scorer)
+    result = metrics(pairs)
+    print(format_table(result), flush=True)
+    write_json(result, folder / "eval.json")
+    plots.reliability_diagram(result["reliability"], result["ece"], folder / "reliability.png")  # type: ignore[arg-type]
+    plots.score_histograms(pairs, folder / "score_histograms.png")
+    return result
+
+
+@torch.no_grad()
+def _eval_loss(
+    model: RewardModel, items: list[EncodedGroup], config: TrainConfig, device: torch.device
+) -> tuple[float, float]:
+    model.eval()
+    losses, accs, weights = [], [], []
+    for start in range(0, len(items), config.batch_size):
+        chunk = items[start : start + config.batch_size]
+        batch = collate(
+            chunk,
+            model.spec.pad_token_id,
+            model.spec.padding_side,
+            config.use_margin,
+            config.use_strength,
+            config.margin_scale,
+        ).to(device)
+        rewards = model(batch.input_ids, batch.attention_mask).float()
+        losses.append(preference_loss(rewards, batch.pairs).item())
+        accs.append(pair_accuracy(rewards, batch.pairs).item())
+        weights.append(len(chunk))
+    model.train()
+    return float(np.average(losses, weights=weights)), float(np.average(accs, weights=weights))
+
+
+def _log_eval(log: object, step: int, loss: float, accuracy: float) -> None:
+    tqdm.write(f"eval @ step {step}: loss {loss:.4f}, accuracy {accuracy:.3f}")
+    log.write(json.dumps({"kind": "eval", "step": step, "loss": loss, "accuracy": accuracy}) + "\n")  # type: ignore[attr-defined]
+
+
+def _param_groups(model: RewardModel, config: TrainConfig) -> list[dict[str, object]]:
+    """Weight decay on matrices only; the freshly initialized head may learn faster than the backbone."""
+    decay, no_decay = [], []
+    for name, param in model.backbone.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    head_lr = config.head_lr or config.lr
+    return [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+        {"params": list(model.head.parameters()), "weight_decay": 0.0, "lr": head_lr},
+    ]
+
+
+def _lr_factor(step: int, warmup: int, total: int, config: TrainConfig) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+
+def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
