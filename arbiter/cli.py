@@ -99,7 +99,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             print(f"{report.source}: skipped bad rows {dict(report.bad)}", file=sys.stderr)
     scorer = _scorer(args.model, args.precision)
     if args.out:
-        from arbiter.training.train import evaluate_into
+        from arbiter.training.report import evaluate_into
 
         args.out.mkdir(parents=True, exist_ok=True)
         evaluate_into(args.out, scorer, groups)

@@ -28,7 +28,7 @@ from arbiter.training.torch_scorer import TorchScorer
 
 import arbiter
 
-OPSET = 17
+OPSET = 18
 
 
 class ExportError(RuntimeError):
@@ -147,6 +147,9 @@ def _eval_groups(checkpoint: Path, eval_data: Path | None) -> list[PreferenceGro
 def _export_onnx(model: RewardModel, path: Path) -> None:
     model.eval()
     example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    # ONNX protobufs stop at 2 GB: larger models keep their weights in a side file (listed in the manifest).
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     with torch.no_grad():
         torch.onnx.export(
             model,
@@ -155,12 +158,9 @@ def _export_onnx(model: RewardModel, path: Path) -> None:
             input_names=["input_ids", "attention_mask"],
             output_names=["score"],
             opset_version=OPSET,
-            dynamo=False,
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "score": {0: "batch"},
-            },
+            dynamo=True,
+            dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
+            external_data=weight_bytes > 1_800_000_000,
         )
 
 

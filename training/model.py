@@ -35,6 +35,9 @@ SELF_POSITIONED = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet",
 class RewardModel(nn.Module):
     def __init__(self, backbone: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
+        if getattr(backbone, "pooler", None) is not None:
+            # BERT-style poolers feed no score here; unused weights would also break DDP's gradient check.
+            backbone.pooler = None
         self.backbone = backbone
         self.spec = spec
         hidden = backbone.config.hidden_size

@@ -13,19 +13,20 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
+from arbiter.bundle.manifest import ModelSpec
 from arbiter.bundle.render import InputBuilder
 from arbiter.training import distributed, plots
-from arbiter.training.batching import EncodedGroup, batches_forever, collate, encode_groups
+from arbiter.training.batching import Batch, EncodedGroup, batches_forever, collate, encode_groups
 from arbiter.training.checkpoint import save_checkpoint
 from arbiter.training.config import TrainConfig
 from arbiter.training.data import load_preferences
-from arbiter.training.data.schema import PreferenceGroup
-from arbiter.training.evaluate import Scorer, format_table, metrics, score_pairs, write_json
 from arbiter.training.loss import pair_accuracy, preference_loss
 from arbiter.training.model import RewardModel, build_reward_model
+from arbiter.training.report import evaluate_into
 from arbiter.training.torch_scorer import TorchScorer
 from tqdm import tqdm
 
@@ -93,14 +94,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     for step in range(1, total_steps + 1):
         loss_sum, acc_sum = 0.0, 0.0
         for micro in range(config.grad_accum):
-            batch = collate(
-                next(batches),
-                spec.pad_token_id,
-                spec.padding_side,
-                config.use_margin,
-                config.use_strength,
-                config.margin_scale,
-            ).to(ctx.device)
+            batch = _collate(next(batches), spec, config).to(ctx.device)
             last = micro == config.grad_accum - 1
             sync = contextlib.nullcontext() if last or ctx.world == 1 else trainable.no_sync()
             with sync, _autocast(ctx.device, amp_dtype):
@@ -133,7 +127,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
             log.write(json.dumps(row) + "\n")
             log.flush()
         if config.eval_every and step % config.eval_every == 0 and step != total_steps:
-            if ctx.is_main and eval_items:
+            if log and eval_items:
                 _log_eval(log, step, *_eval_loss(model, eval_items, config, ctx.device))
             ctx.barrier()
     bar.close()
@@ -160,17 +154,6 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     return run
 
 
-def evaluate_into(folder: Path, scorer: Scorer, groups: list[PreferenceGroup]) -> dict[str, object]:
-    """Score groups, print the table, and write eval.json and the two evaluation plots into folder."""
-    pairs = score_pairs(groups, scorer)
-    result = metrics(pairs)
-    print(format_table(result), flush=True)
-    write_json(result, folder / "eval.json")
-    plots.reliability_diagram(result["reliability"], result["ece"], folder / "reliability.png")  # type: ignore[arg-type]
-    plots.score_histograms(pairs, folder / "score_histograms.png")
-    return result
-
-
 @torch.no_grad()
 def _eval_loss(
     model: RewardModel, items: list[EncodedGroup], config: TrainConfig, device: torch.device
@@ -179,14 +162,7 @@ def _eval_loss(
     losses, accs, weights = [], [], []
     for start in range(0, len(items), config.batch_size):
         chunk = items[start : start + config.batch_size]
-        batch = collate(
-            chunk,
-            model.spec.pad_token_id,
-            model.spec.padding_side,
-            config.use_margin,
-            config.use_strength,
-            config.margin_scale,
-        ).to(device)
+        batch = _collate(chunk, model.spec, config).to(device)
         rewards = model(batch.input_ids, batch.attention_mask).float()
         losses.append(preference_loss(rewards, batch.pairs).item())
         accs.append(pair_accuracy(rewards, batch.pairs).item())
@@ -195,9 +171,15 @@ def _eval_loss(
     return float(np.average(losses, weights=weights)), float(np.average(accs, weights=weights))
 
 
-def _log_eval(log: object, step: int, loss: float, accuracy: float) -> None:
+def _collate(items: list[EncodedGroup], spec: ModelSpec, config: TrainConfig) -> Batch:
+    return collate(
+        items, spec.pad_token_id, spec.padding_side, config.use_margin, config.use_strength, config.margin_scale
+    )
+
+
+def _log_eval(log: TextIO, step: int, loss: float, accuracy: float) -> None:
     tqdm.write(f"eval @ step {step}: loss {loss:.4f}, accuracy {accuracy:.3f}")
-    log.write(json.dumps({"kind": "eval", "step": step, "loss": loss, "accuracy": accuracy}) + "\n")  # type: ignore[attr-defined]
+    log.write(json.dumps({"kind": "eval", "step": step, "loss": loss, "accuracy": accuracy}) + "\n")
 
 
 def _param_groups(model: RewardModel, config: TrainConfig) -> list[dict[str, object]]:

@@ -1,0 +1,149 @@
+"""The wire protocol, defined once: the JSON bodies of every route. The server imports these models.
+
+Scores are raw logits (higher is better) unless the request asks for `sigmoid`; vLLM and TEI squash
+single-label outputs by default, which hides the scale a PPO loop needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+API_VERSION = "v1"
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ChatMessage(Wire):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+Prompt = str | list[ChatMessage]
+
+
+class ScoreItem(Wire):
+    prompt: Prompt
+    response: str
+
+
+class ScoreRequest(Wire):
+    model: str | None = Field(None, description="model name; the server's default when omitted")
+    items: list[ScoreItem] = Field(min_length=1)
+    normalize: bool = Field(False, description="also return (score - mean) / std with the bundle's statistics")
+    sigmoid: bool = Field(False, description="return sigmoid(score) instead of the raw logit")
+
+
+class ScoreResponse(Wire):
+    model: str
+    model_version: str
+    scores: list[float]
+    normalized_scores: list[float] | None = None
+    tokens: list[int] = Field(description="tokens scored per item, special tokens included")
+    truncated: list[bool] = Field(description="whether the item's prompt or response was cut to fit")
+
+
+class ComparePair(Wire):
+    prompt: Prompt
+    response_a: str
+    response_b: str
+
+
+class CompareRequest(Wire):
+    """One pair (prompt, response_a, response_b) or a batch of them in `pairs`."""
+
+    model: str | None = None
+    prompt: Prompt | None = None
+    response_a: str | None = None
+    response_b: str | None = None
+    pairs: list[ComparePair] | None = None
+
+    @model_validator(mode="after")
+    def one_form(self) -> CompareRequest:
+        single = (self.prompt, self.response_a, self.response_b)
+        if self.pairs is not None and any(v is not None for v in single):
+            raise ValueError("give either prompt/response_a/response_b or pairs, not both")
+        if self.pairs is None and any(v is None for v in single):
+            raise ValueError("give prompt, response_a and response_b (or a list of pairs)")
+        if self.pairs is not None and not self.pairs:
+            raise ValueError("pairs must not be empty")
+        return self
+
+    def all_pairs(self) -> list[ComparePair]:
+        if self.pairs is not None:
+            return self.pairs
+        return [ComparePair(prompt=self.prompt, response_a=self.response_a, response_b=self.response_b)]  # type: ignore[arg-type]
+
+
+class Comparison(Wire):
+    score_a: float
+    score_b: float
+    prob_a: float = Field(description="P(a preferred) = sigmoid(score_a - score_b)")
+
+
+class CompareResponse(Wire):
+    model: str
+    model_version: str
+    comparisons: list[Comparison]
+
+
+class RankRequest(Wire):
+    model: str | None = None
+    prompt: Prompt
+    responses: list[str] = Field(min_length=2)
+
+
+class RankResponse(Wire):
+    model: str
+    model_version: str
+    scores: list[float]
+    order: list[int] = Field(description="indices into responses, best first")
+
+
+class Normalization(Wire):
+    mean: float
+    std: float
+
+
+class ModelInfo(Wire):
+    name: str
+    version: str
+    base_model: str
+    architecture: str
+    max_length: int
+    precision: str
+    eval_accuracy: float | None
+    normalization: Normalization | None
+    default: bool
+
+
+class ModelList(Wire):
+    models: list[ModelInfo]
+
+
+class ErrorDetail(Wire):
+    code: str
+    message: str
+    details: object | None = None
+
+
+class ErrorBody(Wire):
+    error: ErrorDetail
+
+
+class OpenRLHFRewardRequest(BaseModel):
+    """OpenRLHF's remote reward-model protocol (`--remote_rm_url`): full texts, optionally their prompts."""
+
+    model_config = ConfigDict(extra="allow")
+    query: list[str] = Field(min_length=1)
+    prompts: list[str] | None = None
+    labels: list[object] | None = None
+
+
+class OpenRLHFRewardResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]] = Field(default_factory=dict)
