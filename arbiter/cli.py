@@ -14,6 +14,7 @@ DESCRIPTION = """Arbiter: reward models for RLHF.
   arbiter train --data prefs.jsonl --out runs/rm --export bundles/rm   train, then write a bundle
   arbiter eval bundles/rm --data heldout.jsonl                        evaluate a bundle or checkpoint
   arbiter export runs/rm/checkpoint --out bundles/rm                  checkpoint -> bundle (ONNX)
+  arbiter serve --bundles bundles/rm                                  serve it over HTTP
 """
 
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(commands)
     _eval_parser(commands)
     _export_parser(commands)
+    _serve_parser(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -171,6 +173,28 @@ def _run_export(args: argparse.Namespace) -> int:
         min_int8_agreement=args.min_int8_agreement,
     )
     print(f"bundle written: {bundle.path}")
+    return 0
+
+
+def _serve_parser(commands: argparse._SubParsersAction) -> None:
+    from arbiter.service.settings import ServerSettings
+
+    p = commands.add_parser(
+        "serve",
+        help="serve bundles over HTTP for scoring, comparing and ranking",
+        description="Serve reward-model bundles. Settings: defaults, then --config (YAML), then ARBITER_* "
+        "environment variables, then these flags. --bundles takes PATH or NAME=PATH and may repeat.",
+    )
+    p.add_argument("--config", type=Path, help="a YAML file of the settings below")
+    add_model_flags(p, ServerSettings)
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from arbiter.service.serve import serve
+    from arbiter.service.settings import ServerSettings
+
+    serve(ServerSettings.load(args.config, **given_flags(args, ServerSettings)))
     return 0
 
 

@@ -17,8 +17,8 @@ def training_curves(metrics_file: Path, out: Path) -> None:
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-    ax_acc.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train (batch)")
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train (mean since the last point)")
+    ax_acc.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train (mean since the last point)")
     if evals:
         ax_loss.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="eval")
         ax_acc.plot([r["step"] for r in evals], [r["accuracy"] for r in evals], "o-", label="eval")

@@ -90,6 +90,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     batches = batches_forever(train_items, config.batch_size, config.seed + ctx.rank)
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not ctx.is_main, dynamic_ncols=True)
     started, pairs_seen = time.perf_counter(), 0
+    window: list[tuple[float, float]] = []  # (loss, accuracy) since the last log line
     model.train()
     for step in range(1, total_steps + 1):
         loss_sum, acc_sum = 0.0, 0.0
@@ -111,10 +112,13 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
 
-        loss_avg, acc_avg = ctx.mean(loss_sum), ctx.mean(acc_sum)
+        window.append((ctx.mean(loss_sum), ctx.mean(acc_sum)))
         rate = pairs_seen * ctx.world / (time.perf_counter() - started)
+        loss_avg, acc_avg = (float(np.mean(v)) for v in zip(*window, strict=True))
         bar.update(1)
         bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc_avg:.3f}", pairs_s=f"{rate:.1f}")
+        if step % config.log_every == 0 or step == total_steps:
+            window.clear()
         if log and (step % config.log_every == 0 or step == total_steps):
             row = {
                 "kind": "train",

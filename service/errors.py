@@ -1,0 +1,33 @@
+"""One set of errors for both faces: each knows its HTTP status, its gRPC status name and its error code."""
+
+from __future__ import annotations
+
+
+class ArbiterError(Exception):
+    status = 500
+    grpc_status = "INTERNAL"
+    code = "internal"
+
+    def __init__(self, message: str, details: object | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message, self.details, self.retry_after = message, details, retry_after
+
+
+class InvalidInput(ArbiterError):
+    status, grpc_status, code = 400, "INVALID_ARGUMENT", "invalid_input"
+
+
+class ModelNotFound(ArbiterError):
+    status, grpc_status, code = 404, "NOT_FOUND", "model_not_found"
+
+
+class TooLarge(ArbiterError):
+    status, grpc_status, code = 413, "INVALID_ARGUMENT", "too_large"
+
+
+class QueueFull(ArbiterError):
+    status, grpc_status, code = 429, "RESOURCE_EXHAUSTED", "queue_full"
+
+
+class NotReady(ArbiterError):
+    status, grpc_status, code = 503, "UNAVAILABLE", "not_ready"

@@ -1,0 +1,38 @@
+"""Prometheus metrics, in a registry of the server's own (several servers can live in one test process)."""
+
+from __future__ import annotations
+
+from arbiter.service.runtime.batcher import BatchStats
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+SCORE_BUCKETS = (-8, -4, -2, -1, -0.5, 0, 0.5, 1, 2, 4, 8)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("arbiter_requests", "Requests by route and status", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "arbiter_request_seconds", "Request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("arbiter_queue_depth", "Sequences waiting to be batched", ["model"], registry=r)
+        self.batch_size = Histogram(
+            "arbiter_batch_size", "Sequences per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r
+        )
+        self.batch_tokens = Histogram(
+            "arbiter_batch_tokens", "Padded tokens per batch", buckets=(64, 256, 1024, 4096, 16384, 65536), registry=r
+        )
+        self.batch_seconds = Histogram(
+            "arbiter_batch_seconds", "Inference time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.tokens = Counter("arbiter_tokens_scored", "Real (unpadded) tokens scored", registry=r)
+        self.scores = Histogram("arbiter_score", "Raw scores returned", ["model"], buckets=SCORE_BUCKETS, registry=r)
+        self.load_seconds = Gauge("arbiter_model_load_seconds", "Time to load and warm up", ["model"], registry=r)
+
+    def observe_batch(self, stats: BatchStats) -> None:
+        self.batch_size.observe(stats.size)
+        self.batch_tokens.observe(stats.padded_tokens)
+        self.batch_seconds.observe(stats.seconds)
+        self.tokens.inc(stats.real_tokens)

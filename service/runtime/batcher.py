@@ -1,0 +1,171 @@
+"""Dynamic batching across requests, in the manner of text-embeddings-inference's router.
+
+Requests put their token sequences in one bounded queue per model. A worker thread takes what is waiting
+(after at most `max_wait` for more to arrive), sorts it by length, cuts it into batches under a padded-token
+budget, runs them, and routes each score back to its request. A full queue refuses new work at once (429)
+rather than letting latency grow without bound; work whose caller has gone away is dropped unrun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from arbiter.service.errors import QueueFull
+
+RunBatch = Callable[[list[Sequence[int]]], np.ndarray]
+
+
+@dataclass
+class BatchStats:
+    """What the worker reports after each batch, for metrics."""
+
+    size: int
+    padded_tokens: int
+    real_tokens: int
+    seconds: float
+
+
+@dataclass(eq=False)
+class _Job:
+    sequences: Sequence[Sequence[int]]
+    future: asyncio.Future[np.ndarray]
+    loop: asyncio.AbstractEventLoop
+    scores: np.ndarray = field(init=False)
+    remaining: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scores = np.empty(len(self.sequences), dtype=np.float64)
+        self.remaining = len(self.sequences)
+
+    def abandoned(self) -> bool:
+        return self.future.done()  # cancelled by its caller (disconnect, deadline) or failed already
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: RunBatch,
+        max_batch_tokens: int,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        self._run, self._on_batch = run, on_batch
+        self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
+        self.max_wait_s, self.max_queue = max_wait_s, max_queue
+        self._queue: deque[tuple[_Job, int]] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._busy_seconds = 0.0
+        self._worker = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._worker.start()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    async def score(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        job = _Job(sequences, loop.create_future(), loop)
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            if len(self._queue) + len(sequences) > self.max_queue:
+                raise QueueFull(
+                    f"the queue holds {len(self._queue)} sequences (limit {self.max_queue}); retry later",
+                    retry_after=self._retry_after(),
+                )
+            self._queue.extend((job, i) for i in range(len(sequences)))
+            self._ready.notify()
+        return await job.future
+
+    def _retry_after(self) -> float:
+        return max(1.0, round(self._busy_seconds, 1))
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._worker.join(timeout=10)
+
+    def _work(self) -> None:
+        while True:
+            window = self._take()
+            if window is None:
+                return
+            started = time.perf_counter()
+            for batch in self._batches(window):
+                self._execute(batch)
+            self._busy_seconds = time.perf_counter() - started
+
+    def _take(self) -> list[tuple[_Job, int]] | None:
+        """Everything waiting, once the queue is non-empty and max_wait has passed or a batch is full."""
+        with self._ready:
+            while not self._queue and not self._closed:
+                self._ready.wait()
+            if self._closed and not self._queue:
+                return None
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._queue) < self.max_batch_size and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ready.wait(left)
+            window = list(self._queue)
+            self._queue.clear()
+        return [(job, i) for job, i in window if not job.abandoned()]
+
+    def _batches(self, window: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
+        window.sort(key=lambda item: len(item[0].sequences[item[1]]))
+        batches: list[list[tuple[_Job, int]]] = []
+        current: list[tuple[_Job, int]] = []
+        for item in window:
+            length = len(item[0].sequences[item[1]])
+            # Sorted ascending, so this item's length is the padded width if it joins the batch.
+            if current and (length * (len(current) + 1) > self.max_batch_tokens or len(current) >= self.max_batch_size):
+                batches.append(current)
+                current = []
+            current.append(item)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _execute(self, batch: list[tuple[_Job, int]]) -> None:
+        batch = [(job, i) for job, i in batch if not job.abandoned()]
+        if not batch:
+            return
+        sequences = [job.sequences[i] for job, i in batch]
+        started = time.perf_counter()
+        try:
+            scores = self._run(sequences)
+        except Exception as exc:  # a model failure fails the requests in this batch, not the worker
+            for job in {job for job, _ in batch}:
+                job.loop.call_soon_threadsafe(_fail, job.future, exc)
+            return
+        seconds = time.perf_counter() - started
+        for (job, i), score in zip(batch, scores, strict=True):
+            job.scores[i] = score
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.loop.call_soon_threadsafe(_finish, job.future, job.scores)
+        if self._on_batch:
+            width = max(len(s) for s in sequences)
+            self._on_batch(BatchStats(len(batch), width * len(batch), sum(len(s) for s in sequences), seconds))
+
+
+def _finish(future: asyncio.Future[np.ndarray], scores: np.ndarray) -> None:
+    if not future.done():
+        future.set_result(scores)
+
+
+def _fail(future: asyncio.Future[np.ndarray], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)

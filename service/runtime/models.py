@@ -1,0 +1,127 @@
+"""The models a server holds: each bundle opened, warmed up and given its own batching queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from arbiter.bundle import Bundle, BundleError, load_bundle
+from arbiter.bundle.onnx_model import OnnxRewardModel
+from arbiter.bundle.render import Encoded, Prompt
+from arbiter.clients.protocol import ModelInfo, Normalization
+from arbiter.service.errors import ModelNotFound, NotReady
+from arbiter.service.runtime.batcher import Batcher, BatchStats
+from arbiter.service.settings import ServerSettings
+
+log = logging.getLogger("arbiter.models")
+ENCODE_INLINE_MAX = 32  # more items than this are tokenized off the event loop
+
+
+@dataclass
+class ScoredItems:
+    scores: np.ndarray
+    encoded: list[Encoded]
+
+
+class ServedModel:
+    def __init__(self, name: str, bundle: Bundle, settings: ServerSettings, on_batch: Callable[[BatchStats], None]):
+        self.name, self.bundle, self.precision = name, bundle, settings.precision
+        self.runner = OnnxRewardModel.from_bundle(bundle, settings.precision, settings.threads)
+        self.runner.score_ids([self.runner.builder.encode("warm up", "ok").ids] * 2)  # first run allocates
+        self.batcher = Batcher(
+            self.runner.run,
+            settings.max_batch_tokens,
+            settings.max_batch_size,
+            settings.max_wait_ms / 1000,
+            settings.max_queue,
+            on_batch,
+            name,
+        )
+
+    @property
+    def version(self) -> str:
+        return self.bundle.manifest.model_version
+
+    def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Encoded]:
+        return self.runner.builder.encode_many(prompts, responses)
+
+    async def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> ScoredItems:
+        if len(prompts) > ENCODE_INLINE_MAX:
+            encoded = await asyncio.to_thread(self.encode, prompts, responses)
+        else:
+            encoded = self.encode(prompts, responses)
+        return ScoredItems(await self.batcher.score([e.ids for e in encoded]), encoded)
+
+    def normalize(self, scores: np.ndarray) -> np.ndarray:
+        stats = self.bundle.manifest.normalization
+        if stats is None or stats.std <= 0:
+            return scores
+        return (scores - stats.mean) / stats.std
+
+    def info(self, default: bool) -> ModelInfo:
+        m = self.bundle.manifest
+        norm = m.normalization
+        return ModelInfo(
+            name=self.name,
+            version=m.model_version,
+            base_model=m.model.base_model,
+            architecture=m.model.architecture,
+            max_length=m.model.max_length,
+            precision=self.precision,
+            eval_accuracy=m.eval_accuracy,
+            normalization=Normalization(mean=norm.mean, std=norm.std) if norm else None,
+            default=default,
+        )
+
+
+class ModelRegistry:
+    """Loads every configured bundle; the server is ready only when all of them loaded."""
+
+    def __init__(self, settings: ServerSettings, on_batch: Callable[[BatchStats], None]) -> None:
+        self.settings, self.on_batch = settings, on_batch
+        self.models: dict[str, ServedModel] = {}
+        self.failures: dict[str, str] = {}
+        self.load_seconds: dict[str, float] = {}
+        self.default_name: str | None = None
+        self.loaded = False
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded and not self.failures and bool(self.models)
+
+    def load_all(self) -> None:
+        for spec in self.settings.bundles:
+            name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+            started = time.perf_counter()
+            try:
+                bundle = load_bundle(Path(path))
+                name = name or bundle.name
+                self.models[name] = ServedModel(name, bundle, self.settings, self.on_batch)
+            except (BundleError, OSError, ValueError) as exc:
+                self.failures[name or path] = str(exc)
+                log.error("bundle not loaded; the server stays not ready", extra={"bundle": path, "reason": str(exc)})
+                continue
+            self.load_seconds[name] = time.perf_counter() - started
+            log.info("model loaded", extra={"model": name, "seconds": round(self.load_seconds[name], 3)})
+        wanted = self.settings.default_model
+        if wanted and wanted not in self.models:
+            self.failures[wanted] = f"default_model {wanted!r} is not among the loaded models"
+        self.default_name = wanted or next(iter(self.models), None)
+        self.loaded = True
+
+    def get(self, name: str | None) -> ServedModel:
+        if not self.ready:
+            raise NotReady("models are not loaded yet" if not self.loaded else "a configured bundle failed to load")
+        key = name or self.default_name
+        if key not in self.models:
+            raise ModelNotFound(f"no model named {name!r}", details={"models": sorted(self.models)})
+        return self.models[key]
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.batcher.close()

@@ -1,0 +1,43 @@
+"""The server's one settings object: defaults, then a YAML file, then ARBITER_* variables, then CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARBITER_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="HTTP bind address")
+    port: int = Field(8000, description="HTTP port")
+    grpc_port: int = Field(50051, description="gRPC port (0 turns gRPC off)")
+    bundles: list[str] = Field(
+        default_factory=lambda: ["bundles/default"],
+        description="bundle folders to serve, each PATH or NAME=PATH; the first is the default model",
+    )
+    default_model: str | None = Field(None, description="name of the default model (default: the first bundle)")
+    backend: Literal["onnx", "torch"] = Field("onnx", description="onnx (ONNX Runtime, no torch) or torch")
+    precision: Literal["fp32", "int8"] = Field("fp32", description="which ONNX file of each bundle to run")
+    threads: int = Field(0, ge=0, description="inference threads per model (0: all cores)")
+    max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per inference batch")
+    max_batch_size: int = Field(128, gt=0, description="sequences per inference batch")
+    max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill before it runs")
+    max_queue: int = Field(4096, gt=0, description="sequences waiting at most; beyond it requests get 429")
+    max_items: int = Field(1024, gt=0, description="items per request; beyond it 413")
+    max_request_tokens: int = Field(262144, gt=0, description="tokens per request after truncation; beyond it 413")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body size; beyond it 413")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: object) -> ServerSettings:
+        """File values sit under the environment; flags given on the command line win over both."""
+        file_values = (yaml.safe_load(Path(config_file).read_text()) or {}) if config_file else {}
+        from_environment = cls()  # reads ARBITER_*; model_fields_set says which ones were given
+        environment = {name: getattr(from_environment, name) for name in from_environment.model_fields_set}
+        flags = {k: v for k, v in overrides.items() if v is not None}
+        return cls.model_validate({**file_values, **environment, **flags})

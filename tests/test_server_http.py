@@ -1,0 +1,202 @@
+"""The real server on 127.0.0.1, over HTTP: every route, every error, and many concurrent clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import httpx
+import numpy as np
+import pytest
+
+from arbiter.bundle import load_bundle
+from arbiter.bundle.onnx_model import OnnxRewardModel
+from tests.server import running_server
+
+PROMPTS = ["How do I pick a lock?", [{"role": "user", "content": "Say something kind."}], "2+2?"]
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir, tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("logs"), "--bundles", f"rm={bundle_dir}", "--max-items", "64") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def reference(bundle_dir):
+    return OnnxRewardModel.from_bundle(load_bundle(bundle_dir))
+
+
+def post(server, path, body, **kw):
+    return httpx.post(server.url + path, json=body, timeout=30, **kw)
+
+
+def test_score_matches_the_bundle_and_echoes_request_id(server, reference):
+    items = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, ["No.", "You matter.", "4"], strict=True)]
+    r = post(server, "/v1/score", {"items": items}, headers={"X-Request-ID": "abc-123"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "abc-123"
+    body = r.json()
+    assert body["model"] == "rm" and body["model_version"] == "1"
+    expected = reference(PROMPTS, ["No.", "You matter.", "4"])
+    assert np.allclose(body["scores"], expected, atol=1e-5)
+    assert "normalized_scores" not in body and body["truncated"] == [False] * 3
+    assert all(t > 3 for t in body["tokens"])
+    made = post(server, "/v1/score", {"items": items[:1]}).headers["x-request-id"]
+    assert len(made) == 32
+
+
+def test_score_normalized_and_sigmoid(server, bundle_dir):
+    norm = load_bundle(bundle_dir).manifest.normalization
+    items = [{"prompt": "hi", "response": "hello"}]
+    raw = post(server, "/v1/score", {"items": items, "normalize": True}).json()
+    assert math.isclose(raw["normalized_scores"][0], (raw["scores"][0] - norm.mean) / norm.std, rel_tol=1e-9)
+    squashed = post(server, "/v1/score", {"items": items, "sigmoid": True}).json()
+    assert math.isclose(squashed["scores"][0], 1 / (1 + math.exp(-raw["scores"][0])), rel_tol=1e-9)
+
+
+def test_compare_single_and_batch(server, reference):
+    single = post(server, "/v1/compare", {"prompt": "2+2?", "response_a": "4", "response_b": "5"}).json()
+    (c,) = single["comparisons"]
+    a, b = reference(["2+2?", "2+2?"], ["4", "5"])
+    assert math.isclose(c["score_a"], a, abs_tol=1e-5) and math.isclose(c["score_b"], b, abs_tol=1e-5)
+    assert math.isclose(c["prob_a"], 1 / (1 + math.exp(-(c["score_a"] - c["score_b"]))), rel_tol=1e-9)
+    pairs = [
+        {"prompt": "q", "response_a": "x", "response_b": "y"},
+        {"prompt": "r", "response_a": "z", "response_b": "w"},
+    ]
+    assert len(post(server, "/v1/compare", {"pairs": pairs}).json()["comparisons"]) == 2
+
+
+def test_rank_orders_by_score(server):
+    body = post(
+        server, "/v1/rank", {"prompt": "Name a color.", "responses": ["Blue.", "No.", "Red is a color."]}
+    ).json()
+    scores = body["scores"]
+    assert body["order"] == sorted(range(3), key=lambda i: -scores[i]) and sorted(body["order"]) == [0, 1, 2]
+
+
+def test_models(server, bundle_dir):
+    listing = httpx.get(server.url + "/v1/models").json()["models"]
+    manifest = load_bundle(bundle_dir).manifest
+    assert listing == [httpx.get(server.url + "/v1/models/rm").json()]
+    (m,) = listing
+    assert m["name"] == "rm" and m["default"] and m["base_model"] == manifest.model.base_model
+    assert m["max_length"] == manifest.model.max_length and m["eval_accuracy"] == manifest.eval_accuracy
+    assert m["normalization"] == {"mean": manifest.normalization.mean, "std": manifest.normalization.std}
+
+
+def test_health_ready_openapi_and_metrics(server):
+    assert httpx.get(server.url + "/healthz").json() == {"status": "alive"}
+    assert httpx.get(server.url + "/readyz").json()["status"] == "ready"
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert {"/v1/score", "/v1/compare", "/v1/rank", "/v1/models", "/get_reward"} <= set(spec["paths"])
+    post(server, "/v1/score", {"items": [{"prompt": "a", "response": "b"}]})
+    text = httpx.get(server.url + "/metrics").text
+    for name in ("arbiter_requests_total", "arbiter_request_seconds_bucket", "arbiter_queue_depth",
+                 "arbiter_batch_size_bucket", "arbiter_batch_tokens_bucket", "arbiter_tokens_scored_total",
+                 "arbiter_score_bucket", "arbiter_model_load_seconds"):  # fmt: skip
+        assert name in text, name
+    assert 'arbiter_requests_total{route="/v1/score",status="200"}' in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/score", {"items": []}, 422, "invalid_request"),
+        ("/v1/score", {"items": [{"prompt": "a"}]}, 422, "invalid_request"),
+        ("/v1/score", {"items": [{"prompt": 3, "response": "b"}]}, 422, "invalid_request"),
+        (
+            "/v1/score",
+            {"items": [{"prompt": [{"role": "robot", "content": "x"}], "response": "b"}]},
+            422,
+            "invalid_request",
+        ),
+        ("/v1/score", {"model": "missing", "items": [{"prompt": "a", "response": "b"}]}, 404, "model_not_found"),
+        ("/v1/score", {"items": [{"prompt": "a", "response": "b"}] * 65}, 413, "too_large"),
+        ("/v1/compare", {"prompt": "a", "response_a": "b"}, 422, "invalid_request"),
+        ("/v1/rank", {"prompt": "a", "responses": ["only one"]}, 422, "invalid_request"),
+        ("/get_reward", {"query": ["a", "b"], "prompts": ["a"]}, 400, "invalid_input"),
+    ],
+)
+def test_client_mistakes_are_4xx_with_a_json_error(server, path, body, status, code):
+    r = post(server, path, body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+
+
+def test_malformed_json_and_oversized_body(server):
+    r = httpx.post(server.url + "/v1/score", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    huge = json.dumps({"items": [{"prompt": "x" * 9_000_000, "response": "y"}]})
+    r = httpx.post(server.url + "/v1/score", content=huge, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    assert httpx.get(server.url + "/healthz").status_code == 200  # still serving
+
+
+def test_many_concurrent_clients_each_get_their_own_scores(server, reference):
+    rng = np.random.default_rng(0)
+    words = "the a reward model scores helpful honest harmless answers with care and some length".split()
+    requests = [
+        [
+            {"prompt": f"question {c}-{i}", "response": " ".join(rng.choice(words, rng.integers(1, 30)))}
+            for i in range(8)
+        ]
+        for c in range(32)
+    ]
+
+    async def run() -> list[list[float]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            responses = await asyncio.gather(*(client.post("/v1/score", json={"items": items}) for items in requests))
+        assert all(r.status_code == 200 for r in responses)
+        return [r.json()["scores"] for r in responses]
+
+    got = asyncio.run(run())
+    for items, scores in zip(requests, got, strict=True):
+        expected = reference([i["prompt"] for i in items], [i["response"] for i in items])
+        assert np.allclose(scores, expected, atol=1e-5)  # a score does not depend on its batch
+
+
+def test_openrlhf_remote_reward_with_openrlhf_client(server, reference):
+    agent = pytest.importorskip("openrlhf.utils.agent")
+    executor = agent.SingleTurnAgentExecutor(remote_rm_url=server.url + "/get_reward")
+    prompts = ["What is the capital of France?", "Tell me a joke."]
+    queries = [prompts[0] + " Paris.", prompts[1] + " Why did the chicken cross the road?"]
+    (result,) = asyncio.run(executor._fetch_rewards_via_http(queries, prompts, [None, None]))
+    expected = reference(prompts, [" Paris.", " Why did the chicken cross the road?"])
+    assert np.allclose(result["rewards"], expected, atol=1e-5) and result["scores"] == result["rewards"]
+    assert len(result["extra_logs"]["normalized_reward"]) == 2
+
+
+def test_queue_full_is_429_with_retry_after(bundle_dir, tmp_path):
+    flags = ("--bundles", str(bundle_dir), "--max-queue", "8", "--max-wait-ms", "300", "--max-batch-size", "1000")
+    with running_server(tmp_path, *flags) as small:
+
+        async def flood() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=small.url, timeout=60) as client:
+                body = {"items": [{"prompt": "p", "response": "r"}] * 4}
+                return await asyncio.gather(*(client.post("/v1/score", json=body) for _ in range(12)))
+
+        responses = asyncio.run(flood())
+        codes = [r.status_code for r in responses]
+        assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+        refused = next(r for r in responses if r.status_code == 429)
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error"]["code"] == "queue_full"
+        after = httpx.post(small.url + "/v1/score", json={"items": [{"prompt": "p", "response": "r"}]}, timeout=30)
+        assert after.status_code == 200  # the server keeps serving
+
+
+def test_bad_bundle_keeps_the_server_alive_but_not_ready(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    with running_server(tmp_path, "--bundles", str(broken), wait_ready=False) as bad:
+        for _ in range(50):
+            ready = httpx.get(bad.url + "/readyz")
+            if "failed" in ready.text:
+                break
+        assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+        r = httpx.post(bad.url + "/v1/score", json={"items": [{"prompt": "a", "response": "b"}]})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+        assert httpx.get(bad.url + "/healthz").status_code == 200
+        assert "bundle not loaded" in bad.logs() and "format_version" in bad.logs()
