@@ -9,9 +9,9 @@ import math
 import httpx
 import numpy as np
 import pytest
-
 from arbiter.bundle import load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
+
 from tests.server import running_server
 
 PROMPTS = ["How do I pick a lock?", [{"role": "user", "content": "Say something kind."}], "2+2?"]
@@ -136,7 +136,7 @@ def test_malformed_json_and_oversized_body(server):
 
 def test_many_concurrent_clients_each_get_their_own_scores(server, reference):
     rng = np.random.default_rng(0)
-    words = "the a reward model scores helpful honest harmless answers with care and some length".split()
+    words = ["the", "a", "reward", "model", "scores", "helpful", "honest", "harmless", "answers", "with", "care", "and", "some", "length"]
     requests = [
         [
             {"prompt": f"question {c}-{i}", "response": " ".join(rng.choice(words, rng.integers(1, 30)))}
