@@ -136,7 +136,8 @@ def test_malformed_json_and_oversized_body(server):
 
 def test_many_concurrent_clients_each_get_their_own_scores(server, reference):
     rng = np.random.default_rng(0)
-    words = "the a reward model scores helpful honest harmless answers with care and some length".split()
+    words = ["the", "a", "reward", "model", "scores", "helpful", "honest", "harmless"]
+    words += ["answers", "with", "care", "and", "some", "length"]
     requests = [
         [
             {"prompt": f"question {c}-{i}", "response": " ".join(rng.choice(words, rng.integers(1, 30)))}
