@@ -201,3 +201,24 @@ def test_bad_bundle_keeps_the_server_alive_but_not_ready(tmp_path):
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
         assert httpx.get(bad.url + "/healthz").status_code == 200
         assert "bundle not loaded" in bad.logs() and "format_version" in bad.logs()
+
+
+def test_logs_are_json_with_the_request_id(server):
+    post(server, "/v1/score", {"items": [{"prompt": "a", "response": "b"}]}, headers={"X-Request-ID": "log-me-7"})
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    (entry,) = [line for line in lines if line.get("request_id") == "log-me-7"]
+    assert entry["route"] == "/v1/score" and entry["status"] == 200
+    settings = next(line for line in lines if line["msg"] == "starting")["settings"]
+    assert settings["max_items"] == 64 and settings["port"] == int(server.url.rsplit(":", 1)[1])
+
+
+def test_torch_backend_serves_a_checkpoint_with_the_same_scores(trained_run, reference, tmp_path):
+    flags = ("--backend", "torch", "--bundles", f"rm-torch={trained_run / 'checkpoint'}")
+    with running_server(tmp_path, *flags) as torch_server:
+        items = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, ["No.", "Kind words.", "4"], strict=True)]
+        body = post(torch_server, "/v1/score", {"items": items}).json()
+        assert body["model"] == "rm-torch" and body["model_version"].startswith("checkpoint-")
+        assert np.allclose(body["scores"], reference(PROMPTS, ["No.", "Kind words.", "4"]), atol=1e-4)
+        info = httpx.get(torch_server.url + "/v1/models/rm-torch").json()
+        assert info["precision"] == "fp32-torch" and info["normalization"] is None

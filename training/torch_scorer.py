@@ -23,11 +23,13 @@ class TorchScorer:
         was_training = self.model.training
         self.model.eval()
         try:
-            return score_by_length(sequences, self.batch_size, self._run)
+            return score_by_length(sequences, self.batch_size, self.run)
         finally:
             self.model.train(was_training)
 
-    def _run(self, sequences: list[Sequence[int]]) -> np.ndarray:
+    @torch.no_grad()
+    def run(self, sequences: list[Sequence[int]]) -> np.ndarray:
+        """One padded batch through the model; the caller chooses the batch."""
         spec = self.model.spec
         ids, mask = pad_batch(sequences, spec.pad_token_id, spec.padding_side)
         scores = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 
 from arbiter.service import logs
 from arbiter.service.metrics import Metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("arbiter.http")
+QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}  # probes and scrapes would drown the log
 
 
 class RequestContext:
@@ -39,8 +43,11 @@ class RequestContext:
         finally:
             route = scope.get("route")
             name = getattr(route, "path", "unmatched")
+            seconds = time.perf_counter() - started
             self.metrics.requests.labels(name, str(status)).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(name).observe(seconds)
+            if name not in QUIET_ROUTES:
+                log.info("request", extra={"route": name, "status": status, "ms": round(1e3 * seconds, 2)})
             logs.request_id.reset(token)
 
 

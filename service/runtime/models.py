@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-from arbiter.bundle import Bundle, BundleError, load_bundle
+from arbiter.bundle import BundleError, Manifest, load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
-from arbiter.bundle.render import Encoded, Prompt
+from arbiter.bundle.render import Encoded, InputBuilder, Prompt
 from arbiter.clients.protocol import ModelInfo, Normalization
 from arbiter.service.errors import ModelNotFound, NotReady
 from arbiter.service.runtime.batcher import Batcher, BatchStats
@@ -28,11 +29,35 @@ class ScoredItems:
     encoded: list[Encoded]
 
 
+class Runner(Protocol):
+    """What the batcher drives: ONNX Runtime (bundles) or torch (checkpoints)."""
+
+    builder: InputBuilder
+
+    def run(self, sequences: list[Sequence[int]]) -> np.ndarray: ...
+
+
+def open_model(path: Path, settings: ServerSettings) -> tuple[Manifest, Runner]:
+    if settings.backend == "torch":
+        from arbiter.service.runtime.torch_backend import open_checkpoint
+
+        return open_checkpoint(path)
+    bundle = load_bundle(path)
+    return bundle.manifest, OnnxRewardModel.from_bundle(bundle, settings.precision, settings.threads)
+
+
 class ServedModel:
-    def __init__(self, name: str, bundle: Bundle, settings: ServerSettings, on_batch: Callable[[BatchStats], None]):
-        self.name, self.bundle, self.precision = name, bundle, settings.precision
-        self.runner = OnnxRewardModel.from_bundle(bundle, settings.precision, settings.threads)
-        self.runner.score_ids([self.runner.builder.encode("warm up", "ok").ids] * 2)  # first run allocates
+    def __init__(
+        self,
+        name: str,
+        manifest: Manifest,
+        runner: Runner,
+        settings: ServerSettings,
+        on_batch: Callable[[BatchStats], None],
+    ) -> None:
+        self.name, self.manifest, self.runner = name, manifest, runner
+        self.precision = settings.precision if settings.backend == "onnx" else "fp32-torch"
+        self.runner.run([self.runner.builder.encode("warm up", "ok").ids] * 2)  # the first run allocates
         self.batcher = Batcher(
             self.runner.run,
             settings.max_batch_tokens,
@@ -45,7 +70,7 @@ class ServedModel:
 
     @property
     def version(self) -> str:
-        return self.bundle.manifest.model_version
+        return self.manifest.model_version
 
     def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Encoded]:
         return self.runner.builder.encode_many(prompts, responses)
@@ -58,13 +83,13 @@ class ServedModel:
         return ScoredItems(await self.batcher.score([e.ids for e in encoded]), encoded)
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:
-        stats = self.bundle.manifest.normalization
+        stats = self.manifest.normalization
         if stats is None or stats.std <= 0:
             return scores
         return (scores - stats.mean) / stats.std
 
     def info(self, default: bool) -> ModelInfo:
-        m = self.bundle.manifest
+        m = self.manifest
         norm = m.normalization
         return ModelInfo(
             name=self.name,
@@ -99,9 +124,9 @@ class ModelRegistry:
             name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
             started = time.perf_counter()
             try:
-                bundle = load_bundle(Path(path))
-                name = name or bundle.name
-                self.models[name] = ServedModel(name, bundle, self.settings, self.on_batch)
+                manifest, runner = open_model(Path(path), self.settings)
+                name = name or manifest.name
+                self.models[name] = ServedModel(name, manifest, runner, self.settings, self.on_batch)
             except (BundleError, OSError, ValueError) as exc:
                 self.failures[name or path] = str(exc)
                 log.error("bundle not loaded; the server stays not ready", extra={"bundle": path, "reason": str(exc)})

@@ -1,0 +1,39 @@
+"""The torch backend: serves a training checkpoint on a GPU (or CPU) with the same batching as ONNX.
+
+Only `--backend torch` imports this module, so the default ONNX path never loads torch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import torch
+from arbiter.bundle import BundleError, Manifest
+from arbiter.bundle.render import InputBuilder
+from arbiter.training.checkpoint import SPEC_FILE, load_checkpoint
+from arbiter.training.torch_scorer import TorchScorer
+
+import arbiter
+
+
+def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
+    if not (path / SPEC_FILE).is_file():
+        raise BundleError(
+            f"{path}: the torch backend serves training checkpoints (a folder with {SPEC_FILE}, "
+            "such as runs/NAME/checkpoint); ONNX bundles are served by the default onnx backend"
+        )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_checkpoint(path)
+    model.to(device).eval()
+    torch.set_grad_enabled(False)
+    spec = model.spec
+    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    manifest = Manifest(
+        name=path.parent.name,
+        model_version=f"checkpoint-{int(path.stat().st_mtime)}",
+        created_at=dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds"),
+        arbiter_version=arbiter.__version__,
+        model=spec,
+    )
+    return manifest, TorchScorer(model, builder, device)
