@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from arbiter.training.text_table import text_table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -92,7 +93,20 @@ def plain_loop(model: object, tokenizer: object, texts: list[tuple[object, str]]
     }
 
 
-async def drive(url: str, texts: list[tuple[object, str]], clients: int, per_request: int = 8) -> dict[str, float]:
+def arbiter_body(items: list[tuple[object, str]]) -> tuple[str, dict[str, object]]:
+    return "/v1/score", {"items": [{"prompt": p, "response": r} for p, r in items]}
+
+
+def openrlhf_body(items: list[tuple[object, str]]) -> tuple[str, dict[str, object]]:
+    """serve_rm takes whole texts: the prompt rendered as Arbiter's plain template, then the response."""
+    from arbiter.bundle.render import render_plain
+
+    return "/get_reward", {"query": [render_plain(p) + " " + r for p, r in items]}
+
+
+async def drive(
+    url: str, texts: list[tuple[object, str]], clients: int, body: object = arbiter_body, per_request: int = 8
+) -> dict[str, float]:
     requests = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
     queue: asyncio.Queue[list[tuple[object, str]]] = asyncio.Queue()
     for r in requests:
@@ -101,16 +115,16 @@ async def drive(url: str, texts: list[tuple[object, str]], clients: int, per_req
 
     async def client(http: httpx.AsyncClient) -> None:
         while not queue.empty():
-            items = queue.get_nowait()
-            body = {"items": [{"prompt": p, "response": r} for p, r in items]}
+            path, payload = body(queue.get_nowait())  # type: ignore[operator]
             t0 = time.perf_counter()
-            response = await http.post("/v1/score", json=body)
+            response = await http.post(path, json=payload)
             latencies.append(time.perf_counter() - t0)
             response.raise_for_status()
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        await http.post("/v1/score", json={"items": [{"prompt": "warm", "response": "up"}]})
+        path, payload = body(texts[:2])  # type: ignore[operator]
+        await http.post(path, json=payload)
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         seconds = time.perf_counter() - start
@@ -140,11 +154,65 @@ def serve_arbiter(bundle: Path, texts: list[tuple[object, str]], precision: str,
     return result
 
 
+def openrlhf_model_dir(checkpoint: Path, out: Path) -> Path:
+    """The same weights in OpenRLHF's reward-model layout: the backbone under its prefix plus `score.weight`.
+    OpenRLHF's head has no bias and pools the last real token, so its numbers differ from Arbiter's; the work
+    per text (the whole backbone) is the same, which is what a throughput comparison needs."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig, AutoModel
+
+    backbone = checkpoint / "backbone"
+    config = AutoConfig.from_pretrained(backbone)
+    prefix = AutoModel._model_mapping[type(config)].base_model_prefix
+    tensors = {f"{prefix}.{k}": v for k, v in load_file(str(backbone / "model.safetensors")).items()}
+    tensors["score.weight"] = load_file(str(checkpoint / "head.safetensors"))["weight"]
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(backbone, out, ignore=shutil.ignore_patterns("model.safetensors"))
+    save_file(tensors, str(out / "model.safetensors"))
+    return out
+
+
+def serve_openrlhf(checkpoint: Path, texts: list[tuple[object, str]], max_len: int, logs: Path) -> dict[str, object]:
+    import subprocess
+
+    from tests.server import free_port
+
+    model_dir = openrlhf_model_dir(checkpoint, logs / "openrlhf-model")
+    port = free_port()
+    command = [sys.executable, str(ROOT / "bench" / "peers" / "serve_rm_cpu.py"),
+               "--reward.model_name_or_path", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+               "--ds.attn_implementation", "sdpa", "--data.max_len", str(max_len)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with (logs / "serve_rm.log").open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("serve_rm exited: " + (logs / "serve_rm.log").read_text()[-3000:])
+            try:
+                if httpx.post(url + "/get_reward", json={"query": ["ready?"]}, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        result: dict[str, object] = {"ready_s": time.perf_counter() - started}
+        for clients in (1, 16):
+            result[f"{clients}_clients"] = asyncio.run(drive(url, texts, clients, openrlhf_body))
+        result["peak_rss_mb"] = peak_rss_mb(process.pid)
+        return result
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "default")
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "runs" / "default" / "checkpoint")
     parser.add_argument("--texts", type=int, default=1024)
+    parser.add_argument("--skip-serve-rm", action="store_true", help="leave OpenRLHF's serve_rm out")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_throughput.json")
     args = parser.parse_args()
     texts = real_texts(args.texts)
@@ -166,6 +234,8 @@ def main() -> None:
     results["plain_loop"] = plain_loop(model, tokenizer, texts)
     logs = args.out.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if not args.skip_serve_rm:
+        results["openrlhf_serve_rm"] = serve_openrlhf(args.checkpoint, texts, bundle.manifest.model.max_length, logs)
     results["arbiter_fp32"] = serve_arbiter(args.bundle, texts, "fp32", logs)
     if bundle.has("model.int8.onnx"):
         results["arbiter_int8"] = serve_arbiter(args.bundle, texts, "int8", logs)
@@ -175,32 +245,62 @@ def main() -> None:
 
 
 def report(results: dict[str, object]) -> None:
-    base = results["plain_loop"]["seq_per_s"]
+    loop = results["plain_loop"]
     peak, per_text = results["gemm_peak_gflops"], results["gflop_per_text"]
     print(
         f"{results['texts']} texts, {results['mean_tokens']:.0f} tokens on average, "
         f"{per_text:.2f} GFLOP per text, fp32 GEMM peak {peak:.0f} GFLOP/s"
     )
-    print(
-        f"{'system':26s} {'seq/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs loop':>8s} {'roofline':>8s} {'peak MB':>8s}"
+    header = (
+        "system",
+        "clients",
+        "seq/s",
+        "p50 ms",
+        "p99 ms",
+        "x loop",
+        "x serve_rm",
+        "roofline",
+        "peak MB",
+        "ready s",
     )
-    loop = results["plain_loop"]
-    print(
-        f"{'plain loop (batch 32)':26s} {loop['seq_per_s']:8.1f} {loop['p50_ms']:8.1f} {loop['p99_ms']:8.1f} "
-        f"{1:8.2f} {loop['seq_per_s'] * per_text / peak:8.1%} {'':>8s}"
-    )
-    for key in ("arbiter_fp32", "arbiter_int8"):
+    rows = [
+        header,
+        (
+            "plain transformers loop, batch 32",
+            "-",
+            f"{loop['seq_per_s']:.1f}",
+            f"{loop['p50_ms']:.0f}",
+            f"{loop['p99_ms']:.0f}",
+            "1.00",
+            "",
+            f"{loop['seq_per_s'] * per_text / peak:.0%}",
+            "",
+            "",
+        ),
+    ]
+    rm = results.get("openrlhf_serve_rm")
+    for key in ("openrlhf_serve_rm", "arbiter_fp32", "arbiter_int8"):
         if key not in results:
             continue
         run = results[key]
         for clients in (1, 16):
             r = run[f"{clients}_clients"]
-            name = f"{key} x{clients} clients"
-            print(
-                f"{name:26s} {r['seq_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
-                f"{r['seq_per_s'] / base:8.2f} {r['seq_per_s'] * per_text / peak:8.1%} {run['peak_rss_mb']:8.0f}"
+            vs_rm = f"{r['seq_per_s'] / rm[f'{clients}_clients']['seq_per_s']:.2f}" if rm else "n/a"
+            rows.append(
+                (
+                    key,
+                    str(clients),
+                    f"{r['seq_per_s']:.1f}",
+                    f"{r['p50_ms']:.0f}",
+                    f"{r['p99_ms']:.0f}",
+                    f"{r['seq_per_s'] / loop['seq_per_s']:.2f}",
+                    vs_rm,
+                    f"{r['seq_per_s'] * per_text / peak:.0%}",
+                    f"{run['peak_rss_mb']:.0f}",
+                    f"{run['ready_s']:.1f}",
+                )
             )
-        print(f"{key}: process start to ready {run['ready_s']:.2f} s")
+    print(text_table(rows))
 
 
 if __name__ == "__main__":

@@ -59,9 +59,26 @@ def step_times(padded_to_max: bool, config: TrainConfig, steps: int) -> list[flo
     return times[1:]
 
 
+def token_stats(config: TrainConfig) -> dict[str, float]:
+    from arbiter.training.backbones import resolve
+    from arbiter.training.model import load_tokenizer, rendering_for
+
+    tokenizer = load_tokenizer(resolve(config.base_model))
+    builder = InputBuilder(
+        tokenizer.backend_tokenizer, rendering_for(tokenizer, config.chat_template), config.max_length
+    )
+    data = load_preferences(config.data, 0.1, 0)
+    lengths = [len(builder.encode(g.prompt, r).ids) for g in data.train[:2000] for r in g.responses]
+    return {
+        "mean": statistics.mean(lengths),
+        "share_at_max": sum(n >= config.max_length for n in lengths) / len(lengths),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per round and side")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-build", action="store_true", help="do not time the default bundle build")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_throughput.json")
     args = parser.parse_args()
@@ -75,11 +92,20 @@ def main() -> None:
         "backbone": default.base_model,
         "steps": args.steps,
     }
-    for name, padded in (("baseline_pad_to_max", True), ("arbiter_bucketed", False)):
-        times = step_times(padded, default, args.steps)
-        median = statistics.median(times)
-        results[name] = {"median_step_s": median, "pairs_per_s": default.batch_size / median}
+    # Alternating rounds (A B A B) so that drift in the machine's speed falls on both sides alike.
+    times: dict[str, list[float]] = {"baseline_pad_to_max": [], "arbiter_bucketed": []}
+    for _ in range(args.rounds):
+        for name, padded in (("baseline_pad_to_max", True), ("arbiter_bucketed", False)):
+            times[name] += step_times(padded, default, args.steps)
+    for name, values in times.items():
+        median = statistics.median(values)
+        results[name] = {"median_step_s": median, "pairs_per_s": default.batch_size / median, "steps": len(values)}
         print(f"{name:22s} median step {median:.3f} s  ->  {default.batch_size / median:.1f} pairs/s", flush=True)
+    results["tokens"] = token_stats(default)
+    print(
+        f"tokens per sequence: mean {results['tokens']['mean']:.0f} of max {default.max_length}, "
+        f"{results['tokens']['share_at_max']:.0%} at the maximum (padding to max costs little when most are)"
+    )
     ratio = results["arbiter_bucketed"]["pairs_per_s"] / results["baseline_pad_to_max"]["pairs_per_s"]
     results["speedup"] = ratio
     print(f"arbiter / baseline: {ratio:.2f}x")
