@@ -8,7 +8,7 @@ PREFERENCES ?= ../shared/data/preferences
 DEFAULT_DATA ?= $(wildcard $(PREFERENCES)/*.jsonl)
 DEFAULT_BUNDLE ?= bundles/default
 
-.PHONY: setup run bundle test lint proto clean
+.PHONY: setup run bundle test lint bench bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ $(DEFAULT_BUNDLE)/manifest.json: configs/default.yaml | setup
 # Serves the default bundle on 127.0.0.1:8000 (ARBITER_PORT, ARBITER_HOST, ... or SERVE_FLAGS change that).
 run: bundle
 	$(BIN)/arbiter serve --bundles $(DEFAULT_BUNDLE) $(SERVE_FLAGS)
+
+# OpenRLHF's serve_rm for the serving benchmark: its CPU-usable imports, without its GPU stack.
+bench-peers: setup
+	$(BIN)/pip install -q --no-deps deepspeed hjson ninja msgpack einops psutil py-cpuinfo
+
+bench: bundle bench-peers
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/serve_throughput.py --bundle $(DEFAULT_BUNDLE) --checkpoint runs/default/checkpoint
 
 lint: setup
 	$(BIN)/ruff check .

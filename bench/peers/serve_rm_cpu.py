@@ -13,6 +13,7 @@ serve_rm is written for GPUs. Three CPU quirks are worked around here, and nothi
 
 from __future__ import annotations
 
+import importlib.machinery
 import runpy
 import sys
 import types
@@ -29,12 +30,18 @@ def _flash_attn_stand_in() -> None:
         "flash_attn.utils.distributed": ("all_gather",),
     }
     for package in ("flash_attn", "flash_attn.utils"):
-        sys.modules[package] = types.ModuleType(package)
+        sys.modules[package] = _module(package)
     for module_name, functions in names.items():
-        module = types.ModuleType(module_name)
+        module = _module(module_name)
         for function in functions:
             setattr(module, function, not_available)
         sys.modules[module_name] = module
+
+
+def _module(name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)  # find_spec() callers need one
+    return module
 
 
 def main() -> None:
