@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
 from arbiter.training.text_table import text_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ def model_flops(model: object, lengths: list[int]) -> float:
 
 def plain_loop(model: object, tokenizer: object, texts: list[tuple[object, str]], batch: int = 32) -> dict[str, float]:
     import torch
+
     from arbiter.bundle.render import InputBuilder, pad_batch
 
     torch.set_grad_enabled(False)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from arbiter.bundle.render import InputBuilder
 from arbiter.training.batching import batches_forever, collate, encode_groups
 from arbiter.training.config import TrainConfig

@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from arbiter.bundle.checksums import sha256_file
 from arbiter.bundle.manifest import FORMAT_VERSION, MANIFEST_FILE, Manifest
-from pydantic import ValidationError
 
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from arbiter.bundle.load import Bundle, BundleError
 from arbiter.bundle.manifest import ModelSpec
 from arbiter.bundle.render import Encoded, InputBuilder, Prompt, pad_batch, score_by_length

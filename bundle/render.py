@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
-from arbiter.bundle.manifest import Rendering
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
+
+from arbiter.bundle.manifest import Rendering
 
 Message: TypeAlias = dict[str, str]
 Prompt: TypeAlias = str | Sequence[Message]

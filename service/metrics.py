@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from arbiter.service.runtime.batcher import BatchStats
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from arbiter.service.runtime.batcher import BatchStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SCORE_BUCKETS = (-8, -4, -2, -1, -0.5, 0, 0.5, 1, 2, 4, 8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+
 from arbiter.service import logs
 from arbiter.service.http.app import create_app
 from arbiter.service.settings import ServerSettings

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+
 from arbiter.bundle import BundleError, load_bundle
 
 

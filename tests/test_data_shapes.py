@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from arbiter.training.data import SourceSpec, load_preferences
 from arbiter.training.data.load import is_eval, load_source
 from arbiter.training.data.shapes import BadRow, parse_row

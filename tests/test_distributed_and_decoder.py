@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from arbiter.bundle import load_bundle
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from arbiter.training.batching import EncodedGroup, collate
 from arbiter.training.data.schema import Comparison, PreferenceGroup
 from arbiter.training.loss import PairIndex, pair_accuracy, preference_loss

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+
 from arbiter.bundle.render import InputBuilder, pad_batch
 from arbiter.training.model import build_reward_model
 
@@ -17,13 +20,19 @@ ITEMS = [
 ]
 
 
-@pytest.fixture(
-    scope="module", params=["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct"]
-)
-def model_and_builder(request):
+ENCODER, DECODER = "sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@functools.cache
+def load(name: str):
     torch.manual_seed(0)
-    model, tokenizer = build_reward_model(request.param, max_length=128)
+    model, tokenizer = build_reward_model(name, max_length=128)
     return model.eval(), InputBuilder(tokenizer.backend_tokenizer, model.spec.rendering, model.spec.max_length)
+
+
+@pytest.fixture(scope="module", params=[ENCODER, DECODER])
+def model_and_builder(request):
+    return load(request.param)
 
 
 def test_architecture_and_pooling_detected(model_and_builder):
@@ -54,11 +63,9 @@ def test_same_score_alone_and_under_left_or_right_padding(model_and_builder):
 
 
 @torch.no_grad()
-def test_pad_equal_to_eos_inside_the_text(model_and_builder):
+def test_pad_equal_to_eos_inside_the_text():
     """The classic bug: finding the last token by searching for pad ids stops at the first eos in the text."""
-    model, builder = model_and_builder
-    if model.spec.architecture != "decoder":
-        pytest.skip("only decoders pool the last token")
+    model, builder = load(DECODER)
     assert model.spec.pad_token_id == builder.tokenizer.token_to_id("<|im_end|>")  # pad == eos here
     sequence = builder.encode("Hi", "Hello there, friend.").ids
     assert sequence.count(model.spec.pad_token_id) >= 2  # eos closes each chat turn inside the text

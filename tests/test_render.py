@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from arbiter.bundle.manifest import Rendering
 from arbiter.bundle.render import InputBuilder, TemplateRenderer, render_plain
 from arbiter.training.backbones import resolve

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import torch
+from safetensors.torch import load_file
+
 from arbiter.training.config import TrainConfig
 from arbiter.training.data import SourceSpec
 from arbiter.training.train import train
-from safetensors.torch import load_file
 
 
 def tiny(data, out, **overrides) -> TrainConfig:

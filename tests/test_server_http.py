@@ -9,9 +9,9 @@ import math
 import httpx
 import numpy as np
 import pytest
+
 from arbiter.bundle import load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
-
 from tests.server import running_server
 
 PROMPTS = ["How do I pick a lock?", [{"role": "user", "content": "Say something kind."}], "2+2?"]
@@ -222,3 +222,14 @@ def test_torch_backend_serves_a_checkpoint_with_the_same_scores(trained_run, ref
         assert np.allclose(body["scores"], reference(PROMPTS, ["No.", "Kind words.", "4"]), atol=1e-4)
         info = httpx.get(torch_server.url + "/v1/models/rm-torch").json()
         assert info["precision"] == "fp32-torch" and info["normalization"] is None
+
+
+def test_several_models_chosen_by_name_with_one_default(bundle_dir, tmp_path):
+    flags = ("--bundles", f"first={bundle_dir}", "--bundles", f"second={bundle_dir}", "--default-model", "second")
+    with running_server(tmp_path, *flags) as two:
+        listing = {m["name"]: m["default"] for m in httpx.get(two.url + "/v1/models").json()["models"]}
+        assert listing == {"first": False, "second": True}
+        item = {"items": [{"prompt": "a", "response": "b"}]}
+        assert post(two, "/v1/score", item).json()["model"] == "second"
+        named = post(two, "/v1/score", {**item, "model": "first"}).json()
+        assert named["model"] == "first" and named["scores"] == post(two, "/v1/score", item).json()["scores"]

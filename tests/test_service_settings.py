@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from arbiter.service.settings import ServerSettings
 from pydantic import ValidationError
+
+from arbiter.service.settings import ServerSettings
 
 
 def test_precedence(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import yaml
+
 from arbiter.bundle import load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.training.data.load import load_source

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+
 from arbiter.bundle.render import InputBuilder, pad_batch
 from arbiter.training.data.schema import PreferenceGroup
 from arbiter.training.loss import PairIndex

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from arbiter.bundle.manifest import ModelSpec
-from arbiter.training.model import RewardModel, load_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, PreTrainedTokenizerBase
+
+from arbiter.bundle.manifest import ModelSpec
+from arbiter.training.model import RewardModel, load_tokenizer
 
 SPEC_FILE = "model_spec.json"
 

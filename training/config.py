@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from arbiter.training.data.sources import SourceSpec
 from pydantic import BaseModel, ConfigDict, Field
+
+from arbiter.training.data.sources import SourceSpec
 
 
 class TrainConfig(BaseModel):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from arbiter.bundle.render import Prompt
 from arbiter.training.data.schema import PreferenceGroup
 from arbiter.training.text_table import text_table

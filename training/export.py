@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+import arbiter
 from arbiter.bundle.checksums import file_entry
 from arbiter.bundle.load import Bundle, load_bundle
 from arbiter.bundle.manifest import MANIFEST_FILE, Int8Report, Manifest, Normalization, Parity
@@ -25,8 +27,6 @@ from arbiter.training.evaluate import format_table, metrics, pairs_from_scores, 
 from arbiter.training.model import RewardModel
 from arbiter.training.model_card import model_card
 from arbiter.training.torch_scorer import TorchScorer
-
-import arbiter
 
 OPSET = 18
 

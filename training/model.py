@@ -10,10 +10,11 @@ from __future__ import annotations
 import inspect
 
 import torch
-from arbiter.bundle.manifest import ModelSpec, Rendering
-from arbiter.training import backbones
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from arbiter.bundle.manifest import ModelSpec, Rendering
+from arbiter.training import backbones
 
 ENCODER_TYPES = {
     "bert",

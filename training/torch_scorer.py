@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from arbiter.bundle.render import InputBuilder, Prompt, pad_batch, score_by_length
 from arbiter.training.model import RewardModel
 

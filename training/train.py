@@ -17,6 +17,8 @@ from typing import TextIO
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from arbiter.bundle.manifest import ModelSpec
 from arbiter.bundle.render import InputBuilder
 from arbiter.training import distributed, plots
@@ -28,7 +30,6 @@ from arbiter.training.loss import pair_accuracy, preference_loss
 from arbiter.training.model import RewardModel, build_reward_model
 from arbiter.training.report import evaluate_into
 from arbiter.training.torch_scorer import TorchScorer
-from tqdm import tqdm
 
 
 def train(config: TrainConfig) -> Path:

@@ -7,6 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import arbiter
 from arbiter.clients.protocol import (
     CompareRequest,
     CompareResponse,
@@ -26,11 +31,6 @@ from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.models import ModelRegistry
 from arbiter.service.runtime.rewards import RewardService
 from arbiter.service.settings import ServerSettings
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-import arbiter
 
 log = logging.getLogger("arbiter.http")
 ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503)}

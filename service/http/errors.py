@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from arbiter.clients.protocol import ErrorBody, ErrorDetail
-from arbiter.service.errors import ArbiterError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from arbiter.clients.protocol import ErrorBody, ErrorDetail
+from arbiter.service.errors import ArbiterError
 
 log = logging.getLogger("arbiter.http")
 

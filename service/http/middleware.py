@@ -7,9 +7,10 @@ import logging
 import time
 import uuid
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from arbiter.service import logs
 from arbiter.service.metrics import Metrics
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("arbiter.http")
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}  # probes and scrapes would drown the log

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from arbiter.service.errors import QueueFull
 
 RunBatch = Callable[[list[Sequence[int]]], np.ndarray]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from arbiter.bundle import BundleError, Manifest, load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import Encoded, InputBuilder, Prompt

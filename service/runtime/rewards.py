@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from arbiter.bundle.render import Prompt
 from arbiter.clients.protocol import (
     ChatMessage,

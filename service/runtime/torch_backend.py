@@ -9,12 +9,12 @@ import datetime as dt
 from pathlib import Path
 
 import torch
+
+import arbiter
 from arbiter.bundle import BundleError, Manifest
 from arbiter.bundle.render import InputBuilder
 from arbiter.training.checkpoint import SPEC_FILE, load_checkpoint
 from arbiter.training.torch_scorer import TorchScorer
-
-import arbiter
 
 
 def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
