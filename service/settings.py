@@ -24,7 +24,9 @@ class ServerSettings(BaseSettings):
     backend: Literal["onnx", "torch"] = Field("onnx", description="onnx (ONNX Runtime, no torch) or torch")
     precision: Literal["fp32", "int8"] = Field("fp32", description="which ONNX file of each bundle to run")
     threads: int = Field(0, ge=0, description="inference threads per model (0: all cores)")
-    max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per inference batch")
+    max_batch_tokens: int = Field(
+        1024, gt=0, description="padded tokens per inference batch (small is fastest on CPUs; raise it on GPUs)"
+    )
     max_batch_size: int = Field(128, gt=0, description="sequences per inference batch")
     max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill before it runs")
     max_queue: int = Field(4096, gt=0, description="sequences waiting at most; beyond it requests get 429")
