@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from arbiter.bundle.load import Bundle, BundleError
 from arbiter.bundle.manifest import ModelSpec
-from arbiter.bundle.render import Encoded, InputBuilder, Prompt, pad_batch, score_by_length
+from arbiter.bundle.render import InputBuilder, Prompt, pad_batch, score_by_length
 
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
@@ -44,8 +44,5 @@ class OnnxRewardModel:
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         return score_by_length(sequences, self.batch_size, self.run)
 
-    def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
-        return self.score_ids([e.ids for e in encoded])
-
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:
-        return self.score_encoded(self.builder.encode_many(prompts, responses))
+        return self.score_ids([e.ids for e in self.builder.encode_many(prompts, responses)])

@@ -10,8 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-API_VERSION = "v1"
-
 
 class Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
