@@ -61,7 +61,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         )
         model.backbone = get_peft_model(model.backbone, lora)
     if config.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model.backbone)
     model.to(ctx.device)
 
     data = load_preferences(config.data, config.eval_fraction, config.seed, config.max_groups_per_source)
@@ -185,6 +185,14 @@ def _collate(items: list[EncodedGroup], spec: ModelSpec, config: TrainConfig) ->
 def _log_eval(log: TextIO, step: int, loss: float, accuracy: float) -> None:
     tqdm.write(f"eval @ step {step}: loss {loss:.4f}, accuracy {accuracy:.3f}")
     log.write(json.dumps({"kind": "eval", "step": step, "loss": loss, "accuracy": accuracy}) + "\n")
+
+
+def _enable_checkpointing(backbone: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass; transformers renamed the switch in version 5."""
+    if hasattr(backbone, "activation_checkpointing_enable"):
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _param_groups(model: RewardModel, config: TrainConfig) -> list[dict[str, object]]:
