@@ -123,17 +123,9 @@ def _scorer(model: Path, precision: str):
         return OnnxRewardModel.from_bundle(load_bundle(model), precision)
     import torch
 
-    from arbiter.bundle.render import InputBuilder
-    from arbiter.training.checkpoint import load_checkpoint
     from arbiter.training.torch_scorer import TorchScorer
 
-    reward_model, tokenizer = load_checkpoint(model)
-    spec = reward_model.spec
-    return TorchScorer(
-        reward_model,
-        InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length),
-        torch.device("cpu"),
-    )
+    return TorchScorer.from_checkpoint(model, torch.device("cpu"))
 
 
 def _export_parser(commands: argparse._SubParsersAction) -> None:

@@ -72,11 +72,11 @@ def model_flops(model: object, lengths: list[int]) -> float:
 def plain_loop(model: object, tokenizer: object, texts: list[tuple[object, str]], batch: int = 32) -> dict[str, float]:
     import torch
 
-    from arbiter.bundle.render import InputBuilder, pad_batch
+    from arbiter.bundle.render import pad_batch
 
     torch.set_grad_enabled(False)
     spec = model.spec  # type: ignore[attr-defined]
-    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    builder = model.input_builder(tokenizer)  # type: ignore[attr-defined]
     latencies = []
     start = time.perf_counter()
     for b in range(0, len(texts), batch):

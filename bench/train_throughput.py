@@ -35,7 +35,7 @@ def step_times(padded_to_max: bool, config: TrainConfig, steps: int) -> list[flo
     torch.manual_seed(0)
     model, tokenizer = build_reward_model(config.base_model, config.max_length)
     spec = model.spec
-    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    builder = model.input_builder(tokenizer)
     data = load_preferences(config.data, 0.1, 0)
     items = encode_groups(data.train[: steps * config.batch_size * 4], builder)
     if padded_to_max:  # baseline: every sequence padded to max_length, batches in random order

@@ -7,7 +7,7 @@ import functools
 import pytest
 import torch
 
-from arbiter.bundle.render import InputBuilder, pad_batch
+from arbiter.bundle.render import pad_batch
 from arbiter.training.model import build_reward_model
 
 ITEMS = [
@@ -27,7 +27,7 @@ ENCODER, DECODER = "sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/Smol
 def load(name: str):
     torch.manual_seed(0)
     model, tokenizer = build_reward_model(name, max_length=128)
-    return model.eval(), InputBuilder(tokenizer.backend_tokenizer, model.spec.rendering, model.spec.max_length)
+    return model.eval(), model.input_builder(tokenizer)
 
 
 @pytest.fixture(scope="module", params=[ENCODER, DECODER])

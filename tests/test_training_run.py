@@ -12,7 +12,7 @@ import yaml
 
 from arbiter.bundle import load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
-from arbiter.training.data.load import load_source
+from arbiter.training.data.load import is_eval, load_source
 from arbiter.training.data.sources import SourceSpec
 
 MIN_ACCURACY = 0.54  # chance is 0.5; the linear-probe ceiling of frozen MiniLM features here is about 0.57
@@ -57,8 +57,10 @@ def test_eval_split_file_has_no_training_prompt(trained_run, preferences):
     held_out, _ = load_source(SourceSpec(path=str(trained_run / "eval.jsonl")))
     every, _ = load_source(SourceSpec(path=str(preferences / "hh_rlhf_harmless.jsonl")))
     held_keys = {g.prompt_key for g in held_out}
+    train_keys = {g.prompt_key for g in every if not is_eval(g, 0.2)}
     assert held_out[0].source == "hh_rlhf_harmless"
-    assert 0 < len(held_keys) < len({g.prompt_key for g in every})
+    assert held_keys == {g.prompt_key for g in every if is_eval(g, 0.2)}  # every held-out prompt, and only those
+    assert held_keys and train_keys and not held_keys & train_keys
 
 
 def test_bundle_parity_and_scores_match_the_run(bundle_dir, trained_run):

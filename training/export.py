@@ -48,8 +48,7 @@ def export_bundle(
 ) -> Bundle:
     checkpoint, out = Path(checkpoint), Path(out)
     model, tokenizer = load_checkpoint(checkpoint)
-    spec = model.spec
-    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    builder = model.input_builder(tokenizer)
     groups = _eval_groups(checkpoint, eval_data)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

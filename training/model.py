@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from arbiter.bundle.manifest import ModelSpec, Rendering
+from arbiter.bundle.render import InputBuilder
 from arbiter.training import backbones
 
 ENCODER_TYPES = {
@@ -50,6 +51,10 @@ class RewardModel(nn.Module):
         )
         nn.init.normal_(self.head.weight, std=1 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.head.bias)
+
+    def input_builder(self, tokenizer: PreTrainedTokenizerBase) -> InputBuilder:
+        """The exact input construction the bundle will record (rendering, max length)."""
+        return InputBuilder(tokenizer.backend_tokenizer, self.spec.rendering, self.spec.max_length)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         extra = {}

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from arbiter.bundle.render import InputBuilder, Prompt, pad_batch, score_by_length
+from arbiter.training.checkpoint import load_checkpoint
 from arbiter.training.model import RewardModel
 
 
 class TorchScorer:
     def __init__(self, model: RewardModel, builder: InputBuilder, device: torch.device, batch_size: int = 32) -> None:
         self.model, self.builder, self.device, self.batch_size = model, builder, device, batch_size
+
+    @classmethod
+    def from_checkpoint(cls, folder: Path, device: torch.device) -> TorchScorer:
+        model, tokenizer = load_checkpoint(folder)
+        return cls(model.to(device).eval(), model.input_builder(tokenizer), device)
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:

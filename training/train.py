@@ -20,7 +20,6 @@ import torch
 from tqdm import tqdm
 
 from arbiter.bundle.manifest import ModelSpec
-from arbiter.bundle.render import InputBuilder
 from arbiter.training import distributed, plots
 from arbiter.training.batching import Batch, EncodedGroup, batches_forever, collate, encode_groups
 from arbiter.training.checkpoint import save_checkpoint
@@ -65,7 +64,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     model.to(ctx.device)
 
     data = load_preferences(config.data, config.eval_fraction, config.seed, config.max_groups_per_source)
-    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    builder = model.input_builder(tokenizer)
     if ctx.is_main:
         print(data.summary_table(), flush=True)
         run.mkdir(parents=True, exist_ok=True)

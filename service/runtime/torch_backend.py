@@ -12,8 +12,7 @@ import torch
 
 import arbiter
 from arbiter.bundle import BundleError, Manifest
-from arbiter.bundle.render import InputBuilder
-from arbiter.training.checkpoint import SPEC_FILE, load_checkpoint
+from arbiter.training.checkpoint import SPEC_FILE
 from arbiter.training.torch_scorer import TorchScorer
 
 
@@ -23,17 +22,12 @@ def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
             f"{path}: the torch backend serves training checkpoints (a folder with {SPEC_FILE}, "
             "such as runs/NAME/checkpoint); ONNX bundles are served by the default onnx backend"
         )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_checkpoint(path)
-    model.to(device).eval()
-    torch.set_grad_enabled(False)
-    spec = model.spec
-    builder = InputBuilder(tokenizer.backend_tokenizer, spec.rendering, spec.max_length)
+    scorer = TorchScorer.from_checkpoint(path, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     manifest = Manifest(
         name=path.parent.name,
         model_version=f"checkpoint-{int(path.stat().st_mtime)}",
         created_at=dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds"),
         arbiter_version=arbiter.__version__,
-        model=spec,
+        model=scorer.model.spec,
     )
-    return manifest, TorchScorer(model, builder, device)
+    return manifest, scorer
