@@ -8,7 +8,7 @@ PREFERENCES ?= ../shared/data/preferences
 DEFAULT_DATA ?= $(wildcard $(PREFERENCES)/*.jsonl)
 DEFAULT_BUNDLE ?= bundles/default
 
-.PHONY: setup run bundle test lint bench bench-peers clean
+.PHONY: setup run bundle test lint proto bench bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ bench-peers: setup
 bench: bundle bench-peers
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/serve_throughput.py --bundle $(DEFAULT_BUNDLE) --checkpoint runs/default/checkpoint
+
+# The gRPC code in clients/v1 is generated from reward.proto and checked in; a test fails when it is stale.
+proto: setup
+	$(BIN)/python clients/v1/generate.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -29,6 +29,9 @@ class Metrics:
             "arbiter_batch_seconds", "Inference time per batch", buckets=LATENCY_BUCKETS, registry=r
         )
         self.tokens = Counter("arbiter_tokens_scored", "Real (unpadded) tokens scored", registry=r)
+        self.dropped = Counter(
+            "arbiter_sequences_dropped", "Queued sequences dropped unrun (caller gone, deadline passed)", registry=r
+        )
         self.scores = Histogram("arbiter_score", "Raw scores returned", ["model"], buckets=SCORE_BUCKETS, registry=r)
         self.load_seconds = Gauge("arbiter_model_load_seconds", "Time to load and warm up", ["model"], registry=r)
 
@@ -37,3 +40,6 @@ class Metrics:
         self.batch_tokens.observe(stats.padded_tokens)
         self.batch_seconds.observe(stats.seconds)
         self.tokens.inc(stats.real_tokens)
+
+    def observe_dropped(self, sequences: int) -> None:
+        self.dropped.inc(sequences)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:
+    from arbiter.bundle.onnx_model import OnnxRewardModel
+    from tests.server import RunningServer
+
 PREFERENCES = ROOT.parent / "shared" / "data" / "preferences"
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,3 +56,21 @@ def bundle_dir(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
     out = tmp_path_factory.mktemp("bundles") / "test-minilm"
     return export_bundle(trained_run / "checkpoint", out, name="test-minilm", model_version="1").path
+
+
+@pytest.fixture(scope="session")
+def server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real `arbiter serve` (HTTP and gRPC) on the test bundle, named `rm`, for every test that only talks to it."""
+    from tests.server import running_server
+
+    with running_server(tmp_path_factory.mktemp("logs"), "--bundles", f"rm={bundle_dir}", "--max-items", "64") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def reference(bundle_dir: Path) -> OnnxRewardModel:
+    """The bundle scored in process: what every answer from the server must match."""
+    from arbiter.bundle import load_bundle
+    from arbiter.bundle.onnx_model import OnnxRewardModel
+
+    return OnnxRewardModel.from_bundle(load_bundle(bundle_dir))

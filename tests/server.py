@@ -24,8 +24,13 @@ def free_port() -> int:
 @dataclass
 class RunningServer:
     url: str
+    grpc_url: str
     process: subprocess.Popen
     log: Path
+
+    @property
+    def grpc_target(self) -> str:
+        return self.grpc_url.removeprefix("grpc://")
 
     def logs(self) -> str:
         return self.log.read_text()
@@ -33,13 +38,13 @@ class RunningServer:
 
 @contextmanager
 def running_server(log_dir: Path, *flags: str, wait_ready: bool = True) -> Iterator[RunningServer]:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log = log_dir / f"server-{port}.log"
-    command = [sys.executable, "-m", "arbiter.cli", "serve", "--port", str(port), "--grpc-port", "0", *flags]
+    command = [sys.executable, "-m", "arbiter.cli", "serve", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log)
+    server = RunningServer(f"http://127.0.0.1:{port}", f"grpc://127.0.0.1:{grpc_port}", process, log)
     try:
         _wait(server, "/readyz" if wait_ready else "/healthz")
         yield server

@@ -11,21 +11,9 @@ import numpy as np
 import pytest
 
 from arbiter.bundle import load_bundle
-from arbiter.bundle.onnx_model import OnnxRewardModel
 from tests.server import running_server
 
 PROMPTS = ["How do I pick a lock?", [{"role": "user", "content": "Say something kind."}], "2+2?"]
-
-
-@pytest.fixture(scope="module")
-def server(bundle_dir, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("logs"), "--bundles", f"rm={bundle_dir}", "--max-items", "64") as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def reference(bundle_dir):
-    return OnnxRewardModel.from_bundle(load_bundle(bundle_dir))
 
 
 def post(server, path, body, **kw):

@@ -41,7 +41,8 @@ def test_bad_values_are_rejected(tmp_path):
 def test_onnx_serving_path_never_imports_torch(bundle_dir):
     code = f"""
 import asyncio, sys
-from arbiter.service.http.app import Runtime, create_app
+from arbiter.service.http.app import create_app
+from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
 settings = ServerSettings(bundles=[{str(bundle_dir)!r}])
 runtime = Runtime(settings)

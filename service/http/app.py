@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -27,47 +24,17 @@ from arbiter.clients.protocol import (
 )
 from arbiter.service.http import errors
 from arbiter.service.http.middleware import BodyLimit, RequestContext
-from arbiter.service.metrics import Metrics
-from arbiter.service.runtime.models import ModelRegistry
-from arbiter.service.runtime.rewards import RewardService
+from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.http")
 ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503)}
 
 
-class Runtime:
-    """Everything one server process shares between its faces."""
+def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
+    """The HTTP face of `runtime`; whoever made the runtime starts and closes it (see serve.py)."""
 
-    def __init__(self, settings: ServerSettings) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.registry = ModelRegistry(settings, self.metrics.observe_batch)
-        self.rewards = RewardService(settings, self.registry, self.metrics)
-
-    async def start(self) -> None:
-        # Loading runs in a thread so /healthz answers (and /readyz says 503) while bundles load.
-        await asyncio.to_thread(self.registry.load_all)
-        for name, seconds in self.registry.load_seconds.items():
-            self.metrics.load_seconds.labels(name).set(seconds)
-        log.info("ready" if self.registry.ready else "not ready", extra={"failures": self.registry.failures})
-
-    def refresh_gauges(self) -> None:
-        for name, model in self.registry.models.items():
-            self.metrics.queue_depth.labels(name).set(model.batcher.depth)
-
-
-def create_app(settings: ServerSettings, runtime: Runtime | None = None) -> FastAPI:
-    runtime = runtime or Runtime(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(runtime.start())
-        yield
-        loading.cancel()
-        runtime.registry.close()
-
-    app = FastAPI(title="Arbiter", version=arbiter.__version__, lifespan=lifespan, responses=ERRORS)
+    app = FastAPI(title="Arbiter", version=arbiter.__version__, responses=ERRORS)
     app.state.runtime = runtime
     errors.install(app)
     rewards = runtime.rewards

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,14 @@ class BatchStats:
     padded_tokens: int
     real_tokens: int
     seconds: float
+
+
+class BatchObserver(Protocol):
+    """Told about every batch run and every sequence dropped unrun (the server's metrics)."""
+
+    def observe_batch(self, stats: BatchStats) -> None: ...
+
+    def observe_dropped(self, sequences: int) -> None: ...
 
 
 @dataclass(eq=False)
@@ -56,10 +65,10 @@ class Batcher:
         max_batch_size: int,
         max_wait_s: float,
         max_queue: int,
-        on_batch: Callable[[BatchStats], None] | None = None,
+        observer: BatchObserver | None = None,
         name: str = "model",
     ) -> None:
-        self._run, self._on_batch = run, on_batch
+        self._run, self._observer = run, observer
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait_s, self.max_queue = max_wait_s, max_queue
         self._queue: deque[tuple[_Job, int]] = deque()
@@ -122,7 +131,13 @@ class Batcher:
                 self._ready.wait(left)
             window = list(self._queue)
             self._queue.clear()
-        return [(job, i) for job, i in window if not job.abandoned()]
+        return self._live(window)
+
+    def _live(self, items: list[tuple[_Job, int]]) -> list[tuple[_Job, int]]:
+        live = [(job, i) for job, i in items if not job.abandoned()]
+        if len(live) < len(items) and self._observer:
+            self._observer.observe_dropped(len(items) - len(live))
+        return live
 
     def _batches(self, window: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
         window.sort(key=lambda item: len(item[0].sequences[item[1]]))
@@ -140,7 +155,7 @@ class Batcher:
         return batches
 
     def _execute(self, batch: list[tuple[_Job, int]]) -> None:
-        batch = [(job, i) for job, i in batch if not job.abandoned()]
+        batch = self._live(batch)
         if not batch:
             return
         sequences = [job.sequences[i] for job, i in batch]
@@ -157,9 +172,9 @@ class Batcher:
             job.remaining -= 1
             if job.remaining == 0:
                 job.loop.call_soon_threadsafe(_finish, job.future, job.scores)
-        if self._on_batch:
-            width = max(len(s) for s in sequences)
-            self._on_batch(BatchStats(len(batch), width * len(batch), sum(len(s) for s in sequences), seconds))
+        if self._observer:
+            width, real = max(len(s) for s in sequences), sum(len(s) for s in sequences)
+            self._observer.observe_batch(BatchStats(len(batch), width * len(batch), real, seconds))
 
 
 def _finish(future: asyncio.Future[np.ndarray], scores: np.ndarray) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +17,7 @@ from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import Encoded, InputBuilder, Prompt
 from arbiter.clients.protocol import ModelInfo, Normalization
 from arbiter.service.errors import ModelNotFound, NotReady
-from arbiter.service.runtime.batcher import Batcher, BatchStats
+from arbiter.service.runtime.batcher import Batcher, BatchObserver
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.models")
@@ -54,7 +54,7 @@ class ServedModel:
         manifest: Manifest,
         runner: Runner,
         settings: ServerSettings,
-        on_batch: Callable[[BatchStats], None],
+        observer: BatchObserver,
     ) -> None:
         self.name, self.manifest, self.runner = name, manifest, runner
         self.precision = settings.precision if settings.backend == "onnx" else "fp32-torch"
@@ -65,7 +65,7 @@ class ServedModel:
             settings.max_batch_size,
             settings.max_wait_ms / 1000,
             settings.max_queue,
-            on_batch,
+            observer,
             name,
         )
 
@@ -108,8 +108,8 @@ class ServedModel:
 class ModelRegistry:
     """Loads every configured bundle; the server is ready only when all of them loaded."""
 
-    def __init__(self, settings: ServerSettings, on_batch: Callable[[BatchStats], None]) -> None:
-        self.settings, self.on_batch = settings, on_batch
+    def __init__(self, settings: ServerSettings, observer: BatchObserver) -> None:
+        self.settings, self.observer = settings, observer
         self.models: dict[str, ServedModel] = {}
         self.failures: dict[str, str] = {}
         self.load_seconds: dict[str, float] = {}
@@ -127,7 +127,7 @@ class ModelRegistry:
             try:
                 manifest, runner = open_model(Path(path), self.settings)
                 name = name or manifest.name
-                self.models[name] = ServedModel(name, manifest, runner, self.settings, self.on_batch)
+                self.models[name] = ServedModel(name, manifest, runner, self.settings, self.observer)
             except (BundleError, OSError, ValueError) as exc:
                 self.failures[name or path] = str(exc)
                 log.error("bundle not loaded; the server stays not ready", extra={"bundle": path, "reason": str(exc)})

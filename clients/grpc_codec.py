@@ -1,0 +1,73 @@
+"""Between the JSON wire models (protocol.py) and the gRPC messages (v1/reward.proto), both ways.
+
+The pydantic models stay the one place where a request is validated: the server decodes a gRPC message into
+the same model the HTTP face receives, so both faces accept and refuse exactly the same things.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from pydantic import BaseModel
+
+from arbiter.clients import protocol as wire
+from arbiter.clients.v1 import reward_pb2 as pb
+
+M = TypeVar("M", bound=BaseModel)
+
+MESSAGES: dict[type[BaseModel], type[Message]] = {
+    wire.ScoreRequest: pb.ScoreRequest,
+    wire.ScoreResponse: pb.ScoreResponse,
+    wire.CompareRequest: pb.CompareRequest,
+    wire.CompareResponse: pb.CompareResponse,
+    wire.RankRequest: pb.RankRequest,
+    wire.RankResponse: pb.RankResponse,
+    wire.ModelList: pb.ListModelsResponse,
+}
+
+
+def _prompt_to_proto(value: Any) -> dict[str, Any]:
+    return {"text": value} if isinstance(value, str) else {"chat": {"messages": value}}
+
+
+def _prompt_from_proto(value: dict[str, Any]) -> Any:
+    if "text" in value:
+        return value["text"]
+    if "chat" in value:
+        return value["chat"].get("messages", [])
+    return None  # an unset oneof: the model's validation names the missing prompt
+
+
+def _walk(value: Any, convert: Any) -> Any:
+    """Applies `convert` to every `prompt` field, at any depth."""
+    if isinstance(value, dict):
+        return {k: convert(v) if k == "prompt" and v is not None else _walk(v, convert) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, convert) for v in value]
+    return value
+
+
+def to_proto(model: BaseModel) -> Message:
+    if isinstance(model, wire.CompareRequest):  # the single-pair form travels as a one-pair list
+        model = wire.CompareRequest(model=model.model, pairs=model.all_pairs())
+    data = _walk(model.model_dump(exclude_none=True), _prompt_to_proto)
+    return json_format.ParseDict(data, MESSAGES[type(model)]())
+
+
+def from_proto(message: Message, model_type: type[M]) -> M:
+    """Raises pydantic.ValidationError for a message the JSON face would refuse too."""
+    data = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    data = _walk(data, _prompt_from_proto)
+    if data.get("model") == "":
+        data["model"] = None  # proto3 strings have no "unset": empty means the default model
+    if model_type is wire.ScoreResponse and not data.get("normalized_scores"):
+        data["normalized_scores"] = None
+    if model_type is wire.ModelList:
+        for info in data.get("models", []):
+            info.setdefault("eval_accuracy", None)
+            info.setdefault("normalization", None)
+    return model_type.model_validate(data)

@@ -1,0 +1,142 @@
+"""The two ways a request reaches the server, behind one `call`: HTTP (httpx) and gRPC (grpc.aio).
+
+Each turns the server's error answers into RewardServerError with the same code and HTTP-style status, so the
+client's retry logic does not care which one carried the call.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel
+
+from arbiter.clients import protocol as wire
+from arbiter.clients.errors import RewardServerError
+
+M = TypeVar("M", bound=BaseModel)
+Method = Literal["score", "compare", "rank", "models"]
+
+# gRPC status -> the HTTP status of the same meaning (what RewardServerError.status reports).
+GRPC_TO_HTTP = {
+    "INVALID_ARGUMENT": 400,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+}
+
+
+class Transport(Protocol):
+    async def call(self, method: Method, request: BaseModel | None, response_type: type[M], timeout: float) -> M: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpTransport:
+    ROUTES: ClassVar[dict[str, tuple[str, str]]] = {
+        "score": ("POST", "/v1/score"),
+        "compare": ("POST", "/v1/compare"),
+        "rank": ("POST", "/v1/rank"),
+        "models": ("GET", "/v1/models"),
+    }
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, max_connections: int = 64) -> None:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.AsyncClient(base_url=url, headers=headers, limits=limits)
+
+    async def call(self, method: Method, request: BaseModel | None, response_type: type[M], timeout: float) -> M:
+        verb, path = self.ROUTES[method]
+        body = request.model_dump(exclude_none=True) if request is not None else None
+        try:
+            response = await self._http.request(verb, path, json=body, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise RewardServerError(None, "deadline_exceeded", f"no answer in {timeout} s ({exc!r})") from exc
+        except httpx.TransportError as exc:
+            raise RewardServerError(None, "unavailable", f"cannot reach {self._http.base_url}: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response_type.model_validate_json(response.content)
+
+    @staticmethod
+    def _error(response: httpx.Response) -> RewardServerError:
+        retry_after = response.headers.get("retry-after")
+        try:
+            error = wire.ErrorBody.model_validate_json(response.content).error
+            code, message, details = error.code, error.message, error.details
+        except ValueError:  # not our JSON (a proxy in between, say)
+            code, message, details = f"http_{response.status_code}", response.text[:500], None
+        if response.status_code == 503 and code.startswith("http_"):
+            code = "unavailable"
+        return RewardServerError(
+            response.status_code, code, message, details, float(retry_after) if retry_after else None
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class GrpcTransport:
+    """`grpc://host:port` (plaintext) or `grpcs://host:port` (TLS with the system roots)."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        import grpc
+
+        from arbiter.clients.v1 import reward_pb2_grpc
+
+        parts = urlsplit(url)
+        target = parts.netloc
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        if parts.scheme == "grpcs":
+            self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
+        self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
+
+    async def call(self, method: Method, request: BaseModel | None, response_type: type[M], timeout: float) -> M:
+        import grpc
+
+        from arbiter.clients import grpc_codec
+        from arbiter.clients.v1 import reward_pb2 as pb
+
+        if method == "models":
+            rpc, message = self._stub.ListModels, pb.ListModelsRequest()
+        else:
+            rpc = getattr(self._stub, method.capitalize())
+            message = grpc_codec.to_proto(request)  # type: ignore[arg-type]
+        try:
+            answer = await rpc(message, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise grpc_error(exc) from exc
+        return grpc_codec.from_proto(answer, response_type)
+
+    async def aclose(self) -> None:
+        await self._channel.close()
+
+
+def grpc_error(exc: object) -> RewardServerError:
+    """An AioRpcError as RewardServerError: the server's JSON error from the trailing metadata when present."""
+    status = exc.code().name  # type: ignore[attr-defined]
+    trailing = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+    retry_after = float(trailing["retry-after"]) if "retry-after" in trailing else None
+    if "arbiter-error" in trailing:
+        error = wire.ErrorBody.model_validate(json.loads(trailing["arbiter-error"])).error
+        code, message, details = error.code, error.message, error.details
+    else:  # gRPC's own failures: connection refused, deadline, message too large, ...
+        code = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "deadline_exceeded"}.get(status, status.lower())
+        message, details = exc.details() or status, None  # type: ignore[attr-defined]
+    return RewardServerError(GRPC_TO_HTTP.get(status, 500), code, message, details, retry_after)
+
+
+def open_transport(url: str, headers: dict[str, str] | None = None, max_connections: int = 64) -> Transport:
+    scheme = urlsplit(url).scheme
+    if scheme in ("http", "https"):
+        return HttpTransport(url, headers, max_connections)
+    if scheme in ("grpc", "grpcs"):
+        return GrpcTransport(url, headers)
+    raise ValueError(f"unsupported URL {url!r}: use http(s)://host:port or grpc(s)://host:port")

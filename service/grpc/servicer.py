@@ -1,0 +1,151 @@
+"""RewardService: each RPC decodes into the JSON face's request model, calls the shared RewardService, and
+encodes the answer. Errors end the call with their gRPC status and the JSON error body in trailing metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from pydantic import BaseModel, ValidationError
+
+from arbiter.clients import grpc_codec
+from arbiter.clients import protocol as wire
+from arbiter.clients.v1 import reward_pb2 as pb
+from arbiter.clients.v1 import reward_pb2_grpc
+from arbiter.service import logs
+from arbiter.service.errors import ArbiterError, InvalidInput
+from arbiter.service.runtime.runtime import Runtime
+
+log = logging.getLogger("arbiter.grpc")
+SERVICE = "arbiter.v1.RewardService"
+R = TypeVar("R", bound=BaseModel)
+
+
+def as_arbiter_error(exc: Exception) -> ArbiterError:
+    if isinstance(exc, ArbiterError):
+        return exc
+    if isinstance(exc, ValidationError):
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return InvalidInput("the request does not match the schema", details)
+    log.exception("unexpected error", exc_info=exc)
+    return ArbiterError("internal error; the request id is in the logs")
+
+
+def error_body(error: ArbiterError) -> str:
+    body = wire.ErrorBody(error=wire.ErrorDetail(code=error.code, message=error.message, details=error.details))
+    return json.dumps(body.model_dump(exclude_none=True))
+
+
+class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime, self.rewards, self.metrics = runtime, runtime.rewards, runtime.metrics
+
+    async def _unary(
+        self,
+        method: str,
+        message: Message,
+        context: grpc.aio.ServicerContext,
+        request_type: type[BaseModel] | None,
+        handle: Callable[[BaseModel | None], Awaitable[BaseModel]],
+    ) -> Message:
+        """Request id, metrics and the log line as the HTTP middleware does them; errors as status + body."""
+        route = f"/{SERVICE}/{method}"
+        given = dict(context.invocation_metadata() or ()).get("x-request-id", "")
+        rid = str(given)[:128] or uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        await context.send_initial_metadata((("x-request-id", rid),))
+        started, status = time.perf_counter(), "OK"
+        try:
+            request = grpc_codec.from_proto(message, request_type) if request_type else None
+            return grpc_codec.to_proto(await handle(request))
+        except asyncio.CancelledError:
+            status = "CANCELLED"  # the client's deadline passed or it went away: its queued work is dropped
+            raise
+        except Exception as exc:
+            error = as_arbiter_error(exc)
+            status = error.grpc_status
+            trailing = [("arbiter-error", error_body(error))]
+            if error.retry_after:
+                trailing.append(("retry-after", str(max(1, round(error.retry_after)))))
+            context.set_trailing_metadata(tuple(trailing))
+            await context.abort(getattr(grpc.StatusCode, status), error.message)
+            raise  # abort raises; this line satisfies the type checker
+        finally:
+            seconds = time.perf_counter() - started
+            self.metrics.requests.labels(route, status).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            log.info("request", extra={"route": route, "status": status, "ms": round(1e3 * seconds, 2)})
+            logs.request_id.reset(token)
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        return await self._unary("Score", request, context, wire.ScoreRequest, self.rewards.score)  # type: ignore[arg-type,return-value]
+
+    async def Compare(self, request: pb.CompareRequest, context: grpc.aio.ServicerContext) -> pb.CompareResponse:
+        return await self._unary("Compare", request, context, wire.CompareRequest, self.rewards.compare)  # type: ignore[arg-type,return-value]
+
+    async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+        return await self._unary("Rank", request, context, wire.RankRequest, self.rewards.rank)  # type: ignore[arg-type,return-value]
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        async def listed(_: BaseModel | None) -> BaseModel:
+            return self.rewards.models()
+
+        return await self._unary("ListModels", request, context, None, listed)  # type: ignore[return-value]
+
+    async def ScoreStream(
+        self, requests: AsyncIterator[pb.ScoreStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ScoreStreamResponse]:
+        """Each request is scored as soon as it arrives, concurrently with the others; answers go out in the
+        order they finish. A bad request gets an error answer, and the stream goes on."""
+        route = f"/{SERVICE}/ScoreStream"
+        answers: asyncio.Queue[pb.ScoreStreamResponse | None] = asyncio.Queue()
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def one(item: pb.ScoreStreamRequest) -> None:
+            started = time.perf_counter()
+            try:
+                response = await self.rewards.score(grpc_codec.from_proto(item.request, wire.ScoreRequest))
+                answer = pb.ScoreStreamResponse(id=item.id, response=grpc_codec.to_proto(response))
+                status = "OK"
+            except Exception as exc:
+                error = as_arbiter_error(exc)
+                status = error.grpc_status
+                answer = pb.ScoreStreamResponse(
+                    id=item.id,
+                    error=pb.Error(
+                        code=error.code,
+                        message=error.message,
+                        details_json=json.dumps(error.details) if error.details is not None else "",
+                        grpc_status=status,
+                    ),
+                )
+            self.metrics.requests.labels(route, status).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            await answers.put(answer)
+
+        async def read() -> None:
+            async for item in requests:
+                task = asyncio.create_task(one(item))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            await asyncio.gather(*in_flight)
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await reader  # surfaces a failure of the request stream itself
+        finally:
+            reader.cancel()
+            for task in list(in_flight):
+                task.cancel()

@@ -1,0 +1,45 @@
+"""Everything one server process shares between its faces: settings, metrics, models, the reward logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.models import ModelRegistry
+from arbiter.service.runtime.rewards import RewardService
+from arbiter.service.settings import ServerSettings
+
+log = logging.getLogger("arbiter.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.registry = ModelRegistry(settings, self.metrics)
+        self.rewards = RewardService(settings, self.registry, self.metrics)
+        self._on_loaded: list[Callable[[bool], object]] = []
+
+    def on_loaded(self, callback: Callable[[bool], object]) -> None:
+        """Called with `ready` once loading ends (the gRPC health service listens here)."""
+        self._on_loaded.append(callback)
+
+    async def start(self) -> None:
+        # Loading runs in a thread so the faces answer (alive, not ready) while bundles load.
+        await asyncio.to_thread(self.registry.load_all)
+        for name, seconds in self.registry.load_seconds.items():
+            self.metrics.load_seconds.labels(name).set(seconds)
+        log.info("ready" if self.registry.ready else "not ready", extra={"failures": self.registry.failures})
+        for callback in self._on_loaded:
+            result = callback(self.registry.ready)
+            if asyncio.iscoroutine(result):
+                await result
+
+    def refresh_gauges(self) -> None:
+        for name, model in self.registry.models.items():
+            self.metrics.queue_depth.labels(name).set(model.batcher.depth)
+
+    def close(self) -> None:
+        self.registry.close()
