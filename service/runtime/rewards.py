@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from arbiter.bundle.render import Prompt
+from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.protocol import (
     ChatMessage,
     CompareRequest,
@@ -91,20 +92,12 @@ class RewardService:
         return ModelList(models=[self.registry.get(name).info(name == self.registry.default_name)])
 
     async def openrlhf(self, request: OpenRLHFRewardRequest, model_name: str | None = None) -> OpenRLHFRewardResponse:
-        """OpenRLHF sends whole texts (prompt + response); when it sends the prompts too, the response is the
-        rest of the text after its prompt. Without a prompt the whole text is scored as the response."""
-        if request.prompts is not None and len(request.prompts) != len(request.query):
-            raise InvalidInput(f"{len(request.prompts)} prompts for {len(request.query)} queries")
-        prompts: list[Prompt] = []
-        responses: list[str] = []
-        for i, query in enumerate(request.query):
-            prompt = request.prompts[i] if request.prompts is not None else ""
-            if prompt and query.startswith(prompt):
-                prompts.append(prompt)
-                responses.append(query[len(prompt) :])
-            else:
-                prompts.append(prompt or "")
-                responses.append(query)
+        """OpenRLHF's texts split into prompt and response as its own reward_func form splits them."""
+        try:
+            split_prompts, responses = split_queries(request.query, request.prompts)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        prompts: list[Prompt] = list(split_prompts)
         model = self.registry.get(model_name)
         scores = (await self._score(model, prompts, responses)).scores
         return OpenRLHFRewardResponse(

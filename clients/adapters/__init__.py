@@ -1,0 +1,1 @@
+"""Reward functions in the forms RL trainers call: TRL, OpenRLHF, veRL."""

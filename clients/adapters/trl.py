@@ -1,0 +1,80 @@
+"""A `reward_funcs` entry for TRL's GRPOTrainer and RLOOTrainer, scored by an Arbiter server.
+
+    from trl import GRPOTrainer
+    from arbiter.clients.adapters.trl import ArbiterReward
+
+    trainer = GRPOTrainer(model=..., reward_funcs=ArbiterReward("http://127.0.0.1:8000"), ...)
+
+TRL calls `reward_func(prompts=..., completions=..., completion_ids=..., **columns)` and wants one float per
+completion. Both of TRL's forms work: standard (strings) and conversational (lists of messages, where the
+completion is the assistant's turn). `AsyncArbiterReward` is the async form: TRL runs async reward functions on
+its own event loop, concurrently with other reward functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from arbiter.clients.client import AsyncRewardClient, RewardClient
+from arbiter.clients.protocol import Prompt
+
+
+def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
+    """A conversational completion is a list of messages (usually one assistant turn): its text is theirs."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(str(m.get("content") or "") for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def trl_items(prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[list[Prompt], list[str]]:
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    as_prompts: list[Prompt] = [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts]
+    return as_prompts, [completion_text(c) for c in completions]
+
+
+class _Options:
+    """What both forms hold: where to send, what to ask for. The client itself is made on first use, so the
+    reward function pickles (TRL and accelerate may copy it into workers)."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        model: str | None = None,
+        normalize: bool = False,
+        name: str = "arbiter",
+        **client_options: Any,
+    ) -> None:
+        self.url, self.model, self.normalize = url, model, normalize
+        self.__name__ = name  # TRL logs each reward function under this name
+        self.client_options = {"on_failure": "nan", **client_options}  # one failed chunk must not stop training
+
+    def _pick(self, scores: Sequence[float], normalized: Sequence[float] | None) -> list[float]:
+        return list(normalized if self.normalize and normalized is not None else scores)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}
+
+
+class ArbiterReward(_Options):
+    _client: RewardClient | None = None
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+        if self._client is None:
+            self._client = RewardClient(self.url, model=self.model, **self.client_options)
+        items = trl_items(prompts, completions)
+        answer = self._client.score(*items, normalize=self.normalize)
+        return self._pick(answer.scores, answer.normalized_scores)
+
+
+class AsyncArbiterReward(_Options):
+    _client: AsyncRewardClient | None = None
+
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+        if self._client is None:
+            self._client = AsyncRewardClient(self.url, model=self.model, **self.client_options)
+        items = trl_items(prompts, completions)
+        answer = await self._client.score(*items, normalize=self.normalize)
+        return self._pick(answer.scores, answer.normalized_scores)

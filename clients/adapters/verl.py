@@ -1,0 +1,69 @@
+"""veRL custom reward functions backed by Arbiter.
+
+In a veRL config:
+
+    custom_reward_function:
+      path: <this file>          # python -m arbiter.clients.adapters verl
+      name: compute_score        # or compute_score_batch with reward_model.reward_manager=batch
+      reward_kwargs:
+        url: http://127.0.0.1:8000
+        model: null
+
+veRL's naive reward manager calls `compute_score(data_source=, solution_str=, ground_truth=, extra_info=)` once
+per response; its batch manager calls `compute_score_batch(data_sources=, solution_strs=, ground_truths=,
+extra_infos=)` once per batch (one request, chunked by the client). veRL passes the decoded response but not the
+prompt: the prompt is taken from `extra_info["prompt"]` (or `"question"`), which veRL's data preprocessing
+scripts can fill; without one the response is scored alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from arbiter.clients.client import RewardClient
+from arbiter.clients.protocol import Prompt
+
+_clients: dict[tuple[str, str | None], RewardClient] = {}
+_lock = threading.Lock()
+
+
+def _client(url: str, model: str | None) -> RewardClient:
+    with _lock:
+        if (url, model) not in _clients:
+            _clients[(url, model)] = RewardClient(url, model=model, on_failure="nan")
+        return _clients[(url, model)]
+
+
+def prompt_of(extra_info: Mapping[str, Any] | None) -> Prompt:
+    info = extra_info or {}
+    prompt = info.get("prompt", info.get("question", ""))
+    return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    url: str = "http://127.0.0.1:8000",
+    model: str | None = None,
+    **_: Any,
+) -> float:
+    return _client(url, model).score([prompt_of(extra_info)], [solution_str]).scores[0]
+
+
+def compute_score_batch(
+    data_sources: Sequence[str],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Mapping[str, Any] | None],
+    *,
+    url: str = "http://127.0.0.1:8000",
+    model: str | None = None,
+    **_: Any,
+) -> list[float]:
+    prompts = [prompt_of(info) for info in extra_infos]
+    return _client(url, model).score(prompts, list(solution_strs)).scores
