@@ -45,7 +45,8 @@ def kl_estimate(logprobs: Any, ref_logprobs: Any, estimator: Estimator = "k1") -
 
 
 def whiten(values: Any, mask: Any | None = None, shift_mean: bool = True, eps: float = 1e-8) -> Any:
-    """(values - mean) / std over the masked entries (population std); shift_mean=False keeps the mean."""
+    """(values - mean) / std over the masked entries (population std); shift_mean=False keeps the mean.
+    Entries outside the mask come back as 0, so padding never carries an advantage or a reward."""
     v = _numpy(values)
     m = np.ones_like(v) if mask is None else _numpy(mask)
     count = m.sum()
@@ -103,6 +104,8 @@ class AdaptiveKLController:
     """Ziegler et al. 2019: beta follows the measured KL toward `target`, by at most 20% per `horizon` samples."""
 
     def __init__(self, beta: float, target: float, horizon: int = 10_000) -> None:
+        if target <= 0 or horizon <= 0:
+            raise ValueError("the KL target and the horizon must be positive")
         self.beta, self.target, self.horizon = beta, target, horizon
 
     def update(self, current_kl: float, n_steps: int) -> float:
