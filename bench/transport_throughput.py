@@ -8,7 +8,8 @@ requests of 8 items and waiting for each answer before the next (so every row ha
   client grpc       AsyncRewardClient("grpc://...").score
   grpc stream       16 ScoreStream calls, one request in flight on each
 It prints sequences/s and p50/p99 request latency per row, and the client's overhead against the raw call of
-the same transport. Inference dominates on a small CPU; the differences are the transports' own costs.
+the same transport. Inference dominates with real texts on a small CPU, so a second round sends 2,048
+one-item requests of a few tokens each: there the per-call cost of each path shows.
 
     python bench/transport_throughput.py --bundle bundles/default
 """
@@ -32,7 +33,7 @@ from bench.serve_throughput import arbiter_body, real_texts  # noqa: E402
 from tests.server import running_server  # noqa: E402
 
 Items = list[tuple[object, str]]
-CLIENTS, PER_REQUEST = 16, 8
+CLIENTS = 16
 
 
 def summary(latencies: list[float], texts: int, seconds: float) -> dict[str, float]:
@@ -43,11 +44,11 @@ def summary(latencies: list[float], texts: int, seconds: float) -> dict[str, flo
     }
 
 
-async def closed_loop(texts: Items, send: Callable[[Items], Awaitable[None]]) -> dict[str, float]:
+async def closed_loop(texts: Items, send: Callable[[Items], Awaitable[None]], per_request: int) -> dict[str, float]:
     """CLIENTS callers share one queue of requests; each sends, waits for the answer, takes the next."""
     queue: asyncio.Queue[Items] = asyncio.Queue()
-    for i in range(0, len(texts), PER_REQUEST):
-        queue.put_nowait(texts[i : i + PER_REQUEST])
+    for i in range(0, len(texts), per_request):
+        queue.put_nowait(texts[i : i + per_request])
     latencies: list[float] = []
 
     async def caller() -> None:
@@ -63,7 +64,7 @@ async def closed_loop(texts: Items, send: Callable[[Items], Awaitable[None]]) ->
     return summary(latencies, len(texts), time.perf_counter() - start)
 
 
-async def raw_httpx(url: str, texts: Items) -> dict[str, float]:
+async def raw_httpx(url: str, texts: Items, per_request: int) -> dict[str, float]:
     import httpx
 
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
@@ -73,10 +74,10 @@ async def raw_httpx(url: str, texts: Items) -> dict[str, float]:
             path, body = arbiter_body(items)
             (await http.post(path, json=body)).raise_for_status()
 
-        return await closed_loop(texts, send)
+        return await closed_loop(texts, send, per_request)
 
 
-async def with_client(url: str, texts: Items) -> dict[str, float]:
+async def with_client(url: str, texts: Items, per_request: int) -> dict[str, float]:
     from arbiter.clients import AsyncRewardClient
 
     async with AsyncRewardClient(url, timeout=120, max_concurrency=CLIENTS) as client:
@@ -84,7 +85,7 @@ async def with_client(url: str, texts: Items) -> dict[str, float]:
         async def send(items: Items) -> None:
             await client.score([p for p, _ in items], [r for _, r in items])  # type: ignore[misc]
 
-        return await closed_loop(texts, send)
+        return await closed_loop(texts, send, per_request)
 
 
 def _request(items: Items) -> object:
@@ -95,7 +96,7 @@ def _request(items: Items) -> object:
     return grpc_codec.to_proto(wire.ScoreRequest.model_validate(body))
 
 
-async def raw_grpc(target: str, texts: Items) -> dict[str, float]:
+async def raw_grpc(target: str, texts: Items, per_request: int) -> dict[str, float]:
     import grpc
 
     from arbiter.clients.v1 import reward_pb2_grpc
@@ -106,10 +107,10 @@ async def raw_grpc(target: str, texts: Items) -> dict[str, float]:
         async def send(items: Items) -> None:
             await stub.Score(_request(items), timeout=120)
 
-        return await closed_loop(texts, send)
+        return await closed_loop(texts, send, per_request)
 
 
-async def grpc_stream(target: str, texts: Items) -> dict[str, float]:
+async def grpc_stream(target: str, texts: Items, per_request: int) -> dict[str, float]:
     """One ScoreStream per caller; each keeps one request in flight, as the other rows do."""
     import grpc
 
@@ -131,7 +132,7 @@ async def grpc_stream(target: str, texts: Items) -> dict[str, float]:
             if answer.HasField("error"):
                 raise RuntimeError(answer.error.message)
 
-        result = await closed_loop(texts, send)
+        result = await closed_loop(texts, send, per_request)
         for stream in streams:
             await stream.done_writing()  # type: ignore[attr-defined]
         return result
@@ -143,28 +144,34 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "transport_throughput.json")
     args = parser.parse_args()
-    texts = real_texts(args.texts)
+    rounds = {
+        "real texts, 8 per request": (real_texts(args.texts), 8),
+        "short texts, 1 per request": ([("2+2?", f"{i}") for i in range(2 * args.texts)], 1),
+    }
     logs = args.out.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, dict[str, float]]] = {}
     with running_server(logs, "--bundles", str(args.bundle)) as server:
         target = server.grpc_target
-        runs = {
-            "raw httpx": lambda: raw_httpx(server.url, texts),
-            "client http": lambda: with_client(server.url, texts),
-            "raw grpc": lambda: raw_grpc(target, texts),
-            "client grpc": lambda: with_client(server.grpc_url, texts),
-            "grpc stream": lambda: grpc_stream(target, texts),
-        }
-        for name, run in runs.items():
-            results[name] = asyncio.run(run())
-            print(f"{name}: {results[name]['seq_per_s']:.1f} seq/s", flush=True)
-    report(results, len(texts))
+        for label, (texts, per) in rounds.items():
+            runs = {
+                "raw httpx": lambda t=texts, n=per: raw_httpx(server.url, t, n),
+                "client http": lambda t=texts, n=per: with_client(server.url, t, n),
+                "raw grpc": lambda t=texts, n=per: raw_grpc(target, t, n),
+                "client grpc": lambda t=texts, n=per: with_client(server.grpc_url, t, n),
+                "grpc stream": lambda t=texts, n=per: grpc_stream(target, t, n),
+            }
+            results[label] = {}
+            for name, run in runs.items():
+                results[label][name] = asyncio.run(run())
+                print(f"{label} / {name}: {results[label][name]['seq_per_s']:.1f} seq/s", flush=True)
+    for label, result in results.items():
+        report(label, result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
 
-def report(results: dict[str, dict[str, float]], texts: int) -> None:
+def report(label: str, results: dict[str, dict[str, float]]) -> None:
     from arbiter.training.text_table import text_table
 
     raw_of = {"client http": "raw httpx", "client grpc": "raw grpc", "grpc stream": "raw grpc"}
@@ -173,7 +180,7 @@ def report(results: dict[str, dict[str, float]], texts: int) -> None:
         base = raw_of.get(name)
         ratio = f"{r['seq_per_s'] / results[base]['seq_per_s']:.3f}x" if base else ""
         rows.append((name, f"{r['seq_per_s']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", ratio))
-    print(f"{texts} texts, {CLIENTS} concurrent callers, {PER_REQUEST} items per request")
+    print(f"{label}, {CLIENTS} concurrent callers")
     print(text_table(rows))
 
 
