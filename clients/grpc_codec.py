@@ -25,6 +25,8 @@ MESSAGES: dict[type[BaseModel], type[Message]] = {
     wire.RankRequest: pb.RankRequest,
     wire.RankResponse: pb.RankResponse,
     wire.ModelList: pb.ListModelsResponse,
+    wire.JudgeRequest: pb.JudgeRequest,
+    wire.JudgeResponse: pb.JudgeResponse,
 }
 
 
@@ -66,6 +68,10 @@ def from_proto(message: Message, model_type: type[M]) -> M:
         data["model"] = None  # proto3 strings have no "unset": empty means the default model
     if model_type is wire.ScoreResponse and not data.get("normalized_scores"):
         data["normalized_scores"] = None
+    if model_type is wire.JudgeRequest:  # proto3 "unset" is the empty value: let the model's defaults apply
+        for field in ("mode", "sampling", "constitution", "principles"):
+            if not data.get(field):
+                data.pop(field, None)
     if model_type is wire.ModelList:
         for info in data.get("models", []):
             info.setdefault("eval_accuracy", None)

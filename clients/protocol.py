@@ -145,3 +145,88 @@ class OpenRLHFRewardResponse(BaseModel):
     rewards: list[float]
     scores: list[float]
     extra_logs: dict[str, list[float]] = Field(default_factory=dict)
+
+
+# -- the LLM judge ---------------------------------------------------------------------------------------------
+
+
+class JudgeItem(Wire):
+    """Absolute mode: prompt and response. Pairwise mode: prompt, response_a and response_b."""
+
+    prompt: Prompt
+    response: str | None = None
+    response_a: str | None = None
+    response_b: str | None = None
+
+
+class JudgeRequest(Wire):
+    mode: Literal["absolute", "pairwise"] = "absolute"
+    constitution: str | None = Field(None, description="constitution name; the server's default when omitted")
+    principles: list[str] | None = Field(None, description="principle names to use (default: all)")
+    sampling: Literal["all", "sample"] = Field(
+        "all", description="all: every principle, averaged; sample: one principle drawn per item (as in CAI)"
+    )
+    chain_of_thought: bool = Field(
+        False, description="pairwise: reason first, then answer; P(A) is clamped to [0.4, 0.6] as in CAI"
+    )
+    rationale: bool = Field(True, description="absolute: write a rationale before the score")
+    seed: int = Field(0, description="seed of principle sampling")
+    items: list[JudgeItem] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def items_fit_the_mode(self) -> JudgeRequest:
+        for i, item in enumerate(self.items):
+            if self.mode == "absolute" and (item.response is None or item.response_a or item.response_b):
+                raise ValueError(f"items[{i}]: absolute judging takes prompt and response")
+            if self.mode == "pairwise" and (item.response_a is None or item.response_b is None or item.response):
+                raise ValueError(f"items[{i}]: pairwise judging takes prompt, response_a and response_b")
+        return self
+
+
+class PrincipleVerdict(Wire):
+    principle: str
+    score: float | None = Field(None, description="absolute: the rubric score (an expected value with log-probs)")
+    normalized: float | None = Field(None, description="absolute: the score mapped onto [0, 1] over the rubric")
+    prob_a: float | None = Field(None, description="pairwise: P(a preferred), averaged over both orders")
+    prob_a_swapped_order: float | None = Field(None, description="pairwise: P(a preferred) when a was shown second")
+    position_disagreement: float | None = Field(None, description="pairwise: |P(a) first - P(a) second|")
+    inconsistent: bool | None = Field(None, description="pairwise: the two orders picked different responses")
+    rationale: str | None = None
+    method: Literal["logprobs", "parsed"] = Field(description="log-probabilities, or the answer parsed from text")
+    cached: bool = False
+
+
+class Verdict(Wire):
+    score: float = Field(description="absolute: mean normalized score in [0, 1]; pairwise: mean P(a preferred)")
+    inconsistent: bool | None = Field(None, description="pairwise: the two orders picked different responses")
+    principles: list[PrincipleVerdict]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class JudgeResponse(Wire):
+    backend: str
+    model: str
+    constitution: str
+    constitution_version: str
+    mode: Literal["absolute", "pairwise"]
+    verdicts: list[Verdict]
+
+
+class PrincipleInfo(Wire):
+    name: str
+    text: str
+    rubric: dict[int, str]
+    pairwise: str
+
+
+class ConstitutionInfo(Wire):
+    name: str
+    version: str
+    description: str
+    principles: list[PrincipleInfo]
+    default: bool
+
+
+class ConstitutionList(Wire):
+    constitutions: list[ConstitutionInfo]

@@ -31,3 +31,23 @@ class QueueFull(ArbiterError):
 
 class NotReady(ArbiterError):
     status, grpc_status, code = 503, "UNAVAILABLE", "not_ready"
+
+
+class NotFound(ArbiterError):
+    """A named thing other than a model: a constitution or a principle."""
+
+    status, grpc_status, code = 404, "NOT_FOUND", "not_found"
+
+
+class JudgeOff(ArbiterError):
+    status, grpc_status, code = 503, "UNAVAILABLE", "judge_off"
+
+
+class JudgeBackendDown(ArbiterError):
+    """The judge's model server failed or gave nothing usable: the gateway answer, not the client's fault."""
+
+    status, grpc_status, code = 502, "UNAVAILABLE", "judge_backend_error"
+
+
+class JudgeTimeout(ArbiterError):
+    status, grpc_status, code = 504, "DEADLINE_EXCEEDED", "judge_timeout"

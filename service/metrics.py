@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from arbiter.service.runtime.batcher import BatchStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+JUDGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SCORE_BUCKETS = (-8, -4, -2, -1, -0.5, 0, 0.5, 1, 2, 4, 8)
 
 
@@ -34,6 +35,22 @@ class Metrics:
         )
         self.scores = Histogram("arbiter_score", "Raw scores returned", ["model"], buckets=SCORE_BUCKETS, registry=r)
         self.load_seconds = Gauge("arbiter_model_load_seconds", "Time to load and warm up", ["model"], registry=r)
+        self.judge_latency = Histogram(
+            "arbiter_judge_seconds", "Judge request latency", ["mode"], buckets=JUDGE_BUCKETS, registry=r
+        )
+        self.judge_errors = Counter("arbiter_judge_errors", "Judge backend failures by kind", ["kind"], registry=r)
+        self.judge_verdicts = Counter(
+            "arbiter_judge_verdicts", "Per-principle verdicts, from the cache or not", ["mode", "cached"], registry=r
+        )
+        self.judge_cache = Gauge(
+            "arbiter_judge_cache_lookups", "Verdict cache lookups by result", ["result"], registry=r
+        )
+        self.judge_position_inconsistent = Counter(
+            "arbiter_judge_pairwise",
+            "Pairwise verdicts by whether the two orders disagreed",
+            ["inconsistent"],
+            registry=r,
+        )
 
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)

@@ -34,6 +34,22 @@ class ServerSettings(BaseSettings):
     max_request_tokens: int = Field(262144, gt=0, description="tokens per request after truncation; beyond it 413")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body size; beyond it 413")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    judge_backend: Literal["off", "local", "openai"] = Field(
+        "local", description="the LLM judge: in process (transformers), an OpenAI-compatible server, or off"
+    )
+    judge_model: str = Field(
+        "smollm2", description="local: a folder, hub name or alias (smollm2); openai: the model name to ask for"
+    )
+    judge_base_url: str | None = Field(None, description="openai: the server's base URL, e.g. http://host:8001/v1")
+    judge_api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable with the key")
+    judge_timeout_s: float = Field(60.0, gt=0, description="openai: seconds per backend call before 504")
+    judge_concurrency: int = Field(8, gt=0, description="openai: backend calls in flight at most")
+    constitutions: list[str] = Field(
+        default_factory=list, description="constitution files or folders of *.yaml, beside the built-in ones"
+    )
+    default_constitution: str = Field("default", description="the constitution used when a request names none")
+    judge_cache_size: int = Field(100_000, ge=0, description="verdicts kept in memory (0: no cache)")
+    judge_cache_path: str | None = Field(None, description="SQLite file that keeps verdicts across restarts")
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> ServerSettings:

@@ -1,4 +1,5 @@
-"""Starting a real `arbiter serve` process on 127.0.0.1 for tests, and stopping it."""
+"""Starting real servers on 127.0.0.1 for tests (`arbiter serve`, and peers such as `transformers serve`), waiting
+until they answer, and stopping them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def server_process(
+    command: list[str], log: Path, ready_url: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """Runs `command` with its output in `log` until `ready_url` answers 200; stops it afterwards."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[:4]} exited early ({process.returncode}):\n{log.read_text()}")
+            try:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{ready_url} not answering in {timeout} s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -38,33 +70,10 @@ class RunningServer:
 
 @contextmanager
 def running_server(log_dir: Path, *flags: str, wait_ready: bool = True) -> Iterator[RunningServer]:
+    """`arbiter serve` with `flags`, on free HTTP and gRPC ports; waits for /readyz (or /healthz)."""
     port, grpc_port = free_port(), free_port()
     log = log_dir / f"server-{port}.log"
     command = [sys.executable, "-m", "arbiter.cli", "serve", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(f"http://127.0.0.1:{port}", f"grpc://127.0.0.1:{grpc_port}", process, log)
-    try:
-        _wait(server, "/readyz" if wait_ready else "/healthz")
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait(server: RunningServer, path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.logs()}")
-        try:
-            if httpx.get(server.url + path, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"server not answering {path} in {timeout} s:\n{server.logs()}")
+    url = f"http://127.0.0.1:{port}"
+    with server_process(command, log, url + ("/readyz" if wait_ready else "/healthz")) as process:
+        yield RunningServer(url, f"grpc://127.0.0.1:{grpc_port}", process, log)

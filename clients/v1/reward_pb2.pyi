@@ -193,3 +193,89 @@ class ScoreStreamResponse(_message.Message):
     response: ScoreResponse
     error: Error
     def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ScoreResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class JudgeItem(_message.Message):
+    __slots__ = ("prompt", "response", "response_a", "response_b")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_A_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_B_FIELD_NUMBER: _ClassVar[int]
+    prompt: Prompt
+    response: str
+    response_a: str
+    response_b: str
+    def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., response: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ...) -> None: ...
+
+class JudgeRequest(_message.Message):
+    __slots__ = ("mode", "constitution", "principles", "sampling", "chain_of_thought", "rationale", "seed", "items")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_OF_THOUGHT_FIELD_NUMBER: _ClassVar[int]
+    RATIONALE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    constitution: str
+    principles: _containers.RepeatedScalarFieldContainer[str]
+    sampling: str
+    chain_of_thought: bool
+    rationale: bool
+    seed: int
+    items: _containers.RepeatedCompositeFieldContainer[JudgeItem]
+    def __init__(self, mode: _Optional[str] = ..., constitution: _Optional[str] = ..., principles: _Optional[_Iterable[str]] = ..., sampling: _Optional[str] = ..., chain_of_thought: _Optional[bool] = ..., rationale: _Optional[bool] = ..., seed: _Optional[int] = ..., items: _Optional[_Iterable[_Union[JudgeItem, _Mapping]]] = ...) -> None: ...
+
+class PrincipleVerdict(_message.Message):
+    __slots__ = ("principle", "score", "normalized", "prob_a", "prob_a_swapped_order", "position_disagreement", "inconsistent", "rationale", "method", "cached")
+    PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    PROB_A_FIELD_NUMBER: _ClassVar[int]
+    PROB_A_SWAPPED_ORDER_FIELD_NUMBER: _ClassVar[int]
+    POSITION_DISAGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    INCONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    RATIONALE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    principle: str
+    score: float
+    normalized: float
+    prob_a: float
+    prob_a_swapped_order: float
+    position_disagreement: float
+    inconsistent: bool
+    rationale: str
+    method: str
+    cached: bool
+    def __init__(self, principle: _Optional[str] = ..., score: _Optional[float] = ..., normalized: _Optional[float] = ..., prob_a: _Optional[float] = ..., prob_a_swapped_order: _Optional[float] = ..., position_disagreement: _Optional[float] = ..., inconsistent: _Optional[bool] = ..., rationale: _Optional[str] = ..., method: _Optional[str] = ..., cached: _Optional[bool] = ...) -> None: ...
+
+class Verdict(_message.Message):
+    __slots__ = ("score", "inconsistent", "principles", "prompt_tokens", "completion_tokens")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    INCONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    inconsistent: bool
+    principles: _containers.RepeatedCompositeFieldContainer[PrincipleVerdict]
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, score: _Optional[float] = ..., inconsistent: _Optional[bool] = ..., principles: _Optional[_Iterable[_Union[PrincipleVerdict, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+
+class JudgeResponse(_message.Message):
+    __slots__ = ("backend", "model", "constitution", "constitution_version", "mode", "verdicts")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    CONSTITUTION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    model: str
+    constitution: str
+    constitution_version: str
+    mode: str
+    verdicts: _containers.RepeatedCompositeFieldContainer[Verdict]
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., constitution: _Optional[str] = ..., constitution_version: _Optional[str] = ..., mode: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...

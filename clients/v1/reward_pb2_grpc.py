@@ -59,6 +59,11 @@ class RewardServiceStub:
                 request_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.ScoreStreamRequest.SerializeToString,
                 response_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.ScoreStreamResponse.FromString,
                 _registered_method=True)
+        self.Judge = channel.unary_unary(
+                '/arbiter.v1.RewardService/Judge',
+                request_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeRequest.SerializeToString,
+                response_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeResponse.FromString,
+                _registered_method=True)
 
 
 class RewardServiceServicer:
@@ -89,8 +94,13 @@ class RewardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ScoreStream(self, request_iterator, context):
-        """Reserved for later issues: Judge (constitutional LLM-as-judge scoring) and Reward (composite RL rewards)
-        join this service with messages of their own.
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Judge(self, request, context):
+        """Reserved for a later issue: Reward (composite RL rewards) joins this service with messages of its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +133,11 @@ def add_RewardServiceServicer_to_server(servicer, server):
                     servicer.ScoreStream,
                     request_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.ScoreStreamRequest.FromString,
                     response_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.ScoreStreamResponse.SerializeToString,
+            ),
+            'Judge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Judge,
+                    request_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeRequest.FromString,
+                    response_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +275,33 @@ class RewardService:
             '/arbiter.v1.RewardService/ScoreStream',
             arbiter_dot_clients_dot_v1_dot_reward__pb2.ScoreStreamRequest.SerializeToString,
             arbiter_dot_clients_dot_v1_dot_reward__pb2.ScoreStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Judge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arbiter.v1.RewardService/Judge',
+            arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeRequest.SerializeToString,
+            arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,7 +20,7 @@ from arbiter.clients import protocol as wire
 from arbiter.clients.v1 import reward_pb2 as pb
 from arbiter.clients.v1 import reward_pb2_grpc
 from arbiter.service import logs
-from arbiter.service.errors import ArbiterError, InvalidInput
+from arbiter.service.errors import ArbiterError, InvalidInput, NotReady
 from arbiter.service.runtime.runtime import Runtime
 
 log = logging.getLogger("arbiter.grpc")
@@ -100,6 +100,14 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             return self.rewards.models()
 
         return await self._unary("ListModels", request, context, None, listed)  # type: ignore[return-value]
+
+    async def Judge(self, request: pb.JudgeRequest, context: grpc.aio.ServicerContext) -> pb.JudgeResponse:
+        async def judged(message: BaseModel | None) -> BaseModel:
+            if self.runtime.judging is None:
+                raise NotReady("the judge is not set up (see the constitution errors in the log)")
+            return await self.runtime.judging.judge(message)  # type: ignore[arg-type]
+
+        return await self._unary("Judge", request, context, wire.JudgeRequest, judged)  # type: ignore[return-value]
 
     async def ScoreStream(
         self, requests: AsyncIterator[pb.ScoreStreamRequest], context: grpc.aio.ServicerContext

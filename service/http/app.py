@@ -12,7 +12,10 @@ import arbiter
 from arbiter.clients.protocol import (
     CompareRequest,
     CompareResponse,
+    ConstitutionList,
     ErrorBody,
+    JudgeRequest,
+    JudgeResponse,
     ModelInfo,
     ModelList,
     OpenRLHFRewardRequest,
@@ -22,13 +25,15 @@ from arbiter.clients.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
+from arbiter.service.errors import NotReady
 from arbiter.service.http import errors
 from arbiter.service.http.middleware import BodyLimit, RequestContext
+from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.http")
-ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 502, 503, 504)}
 
 
 def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
@@ -38,6 +43,11 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     rewards = runtime.rewards
+
+    def judging() -> JudgeService:
+        if runtime.judging is None:
+            raise NotReady("the judge is not set up (see the constitution errors in the log)")
+        return runtime.judging
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
     async def score(request: ScoreRequest) -> ScoreResponse:
@@ -58,6 +68,14 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     @app.get("/v1/models/{name}", response_model=ModelInfo)
     async def model(name: str) -> ModelInfo:
         return rewards.model(name).models[0]
+
+    @app.post("/v1/judge", response_model=JudgeResponse)
+    async def judge(request: JudgeRequest) -> JudgeResponse:
+        return await judging().judge(request)
+
+    @app.get("/v1/constitutions", response_model=ConstitutionList)
+    async def constitutions() -> ConstitutionList:
+        return judging().constitutions()
 
     @app.post("/get_reward", response_model=OpenRLHFRewardResponse)
     async def get_reward(request: OpenRLHFRewardRequest) -> OpenRLHFRewardResponse:

@@ -19,8 +19,9 @@ from arbiter.clients.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
-from arbiter.service.errors import InvalidInput, TooLarge
+from arbiter.service.errors import InvalidInput, NotReady, TooLarge
 from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry, ScoredItems, ServedModel
 from arbiter.service.settings import ServerSettings
 
@@ -34,8 +35,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class RewardService:
-    def __init__(self, settings: ServerSettings, registry: ModelRegistry, metrics: Metrics) -> None:
-        self.settings, self.registry, self.metrics = settings, registry, metrics
+    def __init__(
+        self, settings: ServerSettings, registry: ModelRegistry, metrics: Metrics, judging: JudgeService | None = None
+    ) -> None:
+        self.settings, self.registry, self.metrics, self.judging = settings, registry, metrics, judging
 
     async def _score(self, model: ServedModel, prompts: list[Prompt], responses: list[str]) -> ScoredItems:
         if len(prompts) > self.settings.max_items:
@@ -50,6 +53,8 @@ class RewardService:
         return scored
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
+        if JudgeService.is_judge_model(request.model):
+            return await self._judge_scores(request)
         model = self.registry.get(request.model)
         scored = await self._score(
             model, [_prompt(i.prompt) for i in request.items], [i.response for i in request.items]
@@ -62,6 +67,20 @@ class RewardService:
             normalized_scores=model.normalize(scored.scores).tolist() if request.normalize else None,
             tokens=[len(e.ids) for e in scored.encoded],
             truncated=[e.truncated for e in scored.encoded],
+        )
+
+    async def _judge_scores(self, request: ScoreRequest) -> ScoreResponse:
+        """A judge standing in for a reward model: the same request and answer, scores on [0, 1]."""
+        if self.judging is None:
+            raise NotReady("the judge is not set up (see the constitution errors in the log)")
+        prompts = [_prompt(i.prompt) for i in request.items]
+        verdicts, scores = await self.judging.scores(request.model or "", prompts, [i.response for i in request.items])
+        return ScoreResponse(
+            model=request.model or "",
+            model_version=f"{verdicts.model}@{verdicts.constitution}-{verdicts.constitution_version}",
+            scores=scores,
+            tokens=[v.prompt_tokens + v.completion_tokens for v in verdicts.verdicts],
+            truncated=[False] * len(scores),
         )
 
     async def compare(self, request: CompareRequest) -> CompareResponse:

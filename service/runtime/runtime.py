@@ -6,7 +6,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from arbiter.judge.constitution import ConstitutionError
 from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry
 from arbiter.service.runtime.rewards import RewardService
 from arbiter.service.settings import ServerSettings
@@ -19,7 +21,14 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings, self.metrics)
-        self.rewards = RewardService(settings, self.registry, self.metrics)
+        self.judging: JudgeService | None = None
+        try:
+            self.judging = JudgeService(settings, self.metrics)
+        except (ConstitutionError, KeyError, ValueError) as exc:  # a bad constitution: not ready, not a crash
+            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
+            self.registry.failures["constitutions"] = message
+            log.error("judge not set up; the server stays not ready", extra={"reason": message})
+        self.rewards = RewardService(settings, self.registry, self.metrics, self.judging)
         self._on_loaded: list[Callable[[bool], object]] = []
 
     def on_loaded(self, callback: Callable[[bool], object]) -> None:
@@ -40,6 +49,8 @@ class Runtime:
     def refresh_gauges(self) -> None:
         for name, model in self.registry.models.items():
             self.metrics.queue_depth.labels(name).set(model.batcher.depth)
+        if self.judging is not None:
+            self.judging.refresh_gauges()
 
     def close(self) -> None:
         self.registry.close()

@@ -1,0 +1,1 @@
+"""Constitutional LLM-as-judge: principles in YAML, judge backends, absolute and pairwise verdicts."""

