@@ -15,6 +15,8 @@ DESCRIPTION = """Arbiter: reward models for RLHF.
   arbiter eval bundles/rm --data heldout.jsonl                        evaluate a bundle or checkpoint
   arbiter export runs/rm/checkpoint --out bundles/rm                  checkpoint -> bundle (ONNX)
   arbiter serve --bundles bundles/rm                                  serve it over HTTP
+  arbiter label --pairs pairs.jsonl --out labels.jsonl               label pairs with the LLM judge (RLAIF)
+  arbiter eval-judge --data prefs.jsonl                               measure the judge against human labels
 """
 
 
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     _eval_parser(commands)
     _export_parser(commands)
     _serve_parser(commands)
+    _label_parser(commands)
+    _eval_judge_parser(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -187,6 +191,185 @@ def _run_serve(args: argparse.Namespace) -> int:
     from arbiter.service.settings import ServerSettings
 
     serve(ServerSettings.load(args.config, **given_flags(args, ServerSettings)))
+    return 0
+
+
+def _judge_flags(p: argparse.ArgumentParser) -> None:
+    """How `label` and `eval-judge` reach and use the judge."""
+    p.add_argument(
+        "--backend",
+        choices=["local", "openai"],
+        default="local",
+        help="the judge's model: in process (transformers) or an OpenAI-compatible server (default: local)",
+    )
+    p.add_argument(
+        "--model",
+        default="smollm2",
+        help="local: folder, hub name or alias; openai: model name (default: smollm2, a small and weak judge)",
+    )
+    p.add_argument("--base-url", help="openai: the server's base URL, e.g. http://host:8001/v1")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: the variable holding the key")
+    p.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per call (default: 60)")
+    p.add_argument("--constitution", default="default", help="constitution name (default: default)")
+    p.add_argument(
+        "--constitutions",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="constitution file or folder of *.yaml besides the built-in ones (repeatable)",
+    )
+    p.add_argument(
+        "--principle",
+        action="append",
+        dest="principles",
+        metavar="NAME",
+        help="use only this principle (repeatable; default: all of the constitution's)",
+    )
+    p.add_argument(
+        "--sampling",
+        choices=["all", "sample"],
+        default="sample",
+        help="sample: one principle drawn per pair, as in Constitutional AI; all: every principle, "
+        "averaged (one judge call per principle) (default: sample)",
+    )
+    p.add_argument(
+        "--chain-of-thought", action="store_true", help="reason before answering; P(A) is clamped to [0.4, 0.6]"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of principle sampling and pair order (default: 0)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="pairs in flight at once; the local backend still runs one pass at a time (default: 8)",
+    )
+    p.add_argument("--cache", type=Path, metavar="PATH.sqlite", help="keep verdicts in this SQLite file")
+    p.add_argument(
+        "--limit", type=int, help="judge at most N pairs (label: the first N; eval-judge: N drawn with --seed)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _judge_settings(args: argparse.Namespace) -> dict[str, object]:
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be at least 1")
+    return {
+        "constitution": args.constitution,
+        "principles": args.principles,
+        "sampling": args.sampling,
+        "chain_of_thought": args.chain_of_thought,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "progress": not args.no_progress,
+    }
+
+
+def _open_judge(args: argparse.Namespace):
+    from arbiter.judge.backends import open_backend
+    from arbiter.judge.cache import VerdictCache
+    from arbiter.judge.constitution import ConstitutionLibrary
+    from arbiter.judge.judging import Judge
+
+    library = ConstitutionLibrary(args.constitutions)
+    backend = open_backend(
+        args.backend, args.model, args.base_url, args.api_key_env, args.timeout, concurrency=args.batch_size
+    )
+    cache = VerdictCache(path=args.cache) if args.cache else None
+    return Judge(backend, library, cache, default_constitution=args.constitution)
+
+
+def _label_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "label",
+        help="label preference pairs with the LLM judge (RLAIF)",
+        description="Judge each pair in both orders and append {prompt, chosen, rejected, preference_strength, "
+        "judge} rows that `arbiter train` reads. --pairs takes {prompt, response_a, response_b} rows, or any "
+        "preference file (its labels are dropped and each pair is shown in a seeded random order). Rows are "
+        "written as they are judged; rerunning on the same --out judges only the pairs not yet there. A verdict "
+        "of exactly 0.5 is written with tie: true, and training skips it.",
+    )
+    p.add_argument("--pairs", type=Path, required=True, help="the pairs to label (JSONL, JSON, Parquet or CSV)")
+    p.add_argument("--out", type=Path, required=True, help="the JSONL file of labels (appended to)")
+    _judge_flags(p)
+    p.set_defaults(run=_run_label)
+
+
+def _run_label(args: argparse.Namespace) -> int:
+    import asyncio
+    from collections import Counter
+
+    from arbiter.judge.labeling import label_pairs, read_pairs
+
+    settings = _judge_settings(args)
+    skipped: Counter[str] = Counter()
+    pairs = read_pairs(args.pairs, seed=args.seed, skipped=skipped)
+    if skipped:
+        print(f"{args.pairs}: skipped rows {dict(skipped)}", file=sys.stderr)
+    pairs = pairs[: args.limit] if args.limit else pairs  # the first N, so that a larger N later extends the run
+    if not pairs:
+        raise ValueError(f"{args.pairs}: no pairs to label")
+    judge = _open_judge(args)
+
+    async def run():
+        try:
+            return await label_pairs(judge, pairs, args.out, **settings)
+        finally:
+            await judge.backend.aclose()
+
+    report = asyncio.run(run())
+    print(report.summary())
+    print(f"labels in {args.out}")
+    return 0
+
+
+def _eval_judge_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval-judge",
+        help="measure the LLM judge against human preference labels",
+        description="Judge human-labelled pairs, the human-chosen response shown first in half of them, and report "
+        "agreement with the humans (overall and on verdicts consistent across both orders), the position "
+        "inconsistency rate, mean |P(A) - 0.5|, a confusion table and agreement per source. With --limit, N pairs "
+        "are drawn at random (--seed).",
+    )
+    p.add_argument("--data", action="append", required=True, help="preference file or hub dataset (repeatable)")
+    p.add_argument("--out", type=Path, help="write the report, with every verdict, as JSON here")
+    _judge_flags(p)
+    p.set_defaults(run=_run_eval_judge)
+
+
+def _run_eval_judge(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from arbiter.judge.labeling import evaluate_judge, format_judge_report
+    from arbiter.training.data.load import load_source
+    from arbiter.training.data.sources import SourceSpec
+
+    settings = _judge_settings(args)
+    groups = []
+    for text in args.data:
+        loaded, report = load_source(SourceSpec.parse(text))
+        groups.extend(loaded)
+        if report.bad:
+            print(f"{report.source}: skipped bad rows {dict(report.bad)}", file=sys.stderr)
+    if not groups:
+        raise ValueError("no labelled pairs in --data")
+    judge = _open_judge(args)
+
+    async def run():
+        try:
+            return await evaluate_judge(judge, groups, limit=args.limit, **settings)
+        finally:
+            await judge.backend.aclose()
+
+    result = asyncio.run(run())
+    print(format_judge_report(result))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -94,7 +94,7 @@ class Judge:
         chosen = [constitution.principle(n) for n in request.principles] if request.principles else None
         principles = chosen or constitution.principles
         verdicts = await asyncio.gather(
-            *(self._item(request, constitution, principles, i, item) for i, item in enumerate(request.items))
+            *(self._item(request, constitution, principles, item) for item in request.items)
         )
         return JudgeResponse(
             backend=self.backend.name,
@@ -110,11 +110,10 @@ class Judge:
         request: JudgeRequest,
         constitution: Constitution,
         principles: list[Principle],
-        index: int,
         item: JudgeItem,
     ) -> Verdict:
-        if request.sampling == "sample":  # one principle per item, reproducible from the seed and the texts
-            draw = random.Random(f"{request.seed}:{index}:{item.model_dump_json()}")
+        if request.sampling == "sample":  # one principle per item, from the seed and the texts: not the batching
+            draw = random.Random(f"{request.seed}:{item.model_dump_json()}")
             principles = [draw.choice(principles)]
         prompt = item.prompt if isinstance(item.prompt, str) else [m.model_dump() for m in item.prompt]
         if request.mode == "absolute":

@@ -5,6 +5,7 @@ and the OpenAI-compatible backend through the server against a real `transformer
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import threading
@@ -64,12 +65,18 @@ def test_judge_over_http_and_grpc_with_the_local_model(server):
     assert metric(server.url, "arbiter_judge_seconds_count", mode="pairwise") >= 1
 
 
-def test_judge_backed_scores_through_the_client(server):
+def test_judge_backed_scores_compare_and_rank_through_the_client(server):
     for url in (server.url, server.grpc_url):
         with RewardClient(url, timeout=120) as client:
             answer = client.score("What is 2+2?", ["4", "a fish"], model="judge")
             assert answer.model == "judge" and answer.model_version.startswith("smollm2@default")
             assert all(0 <= s <= 1 for s in answer.scores) and len(answer.scores) == 2
+            ranked = client.rank("What is 2+2?", ["4", "a fish"], model="judge:default")
+            assert ranked.scores == answer.scores  # the same verdicts, from the cache
+            assert ranked.order == sorted(range(2), key=lambda i: -answer.scores[i])
+    with RewardClient(server.url, timeout=120) as client:
+        (c,) = client.compare("Capital of France?", ["Paris."], ["Lyon."], model="judge").comparisons
+    assert 0 < c.prob_a < 1 and math.isclose(c.prob_a, 1 / (1 + math.exp(c.score_b - c.score_a)), rel_tol=1e-6)
 
 
 @pytest.mark.parametrize(

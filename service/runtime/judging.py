@@ -109,6 +109,12 @@ class JudgeService:
         )
         return response, [v.score for v in response.verdicts]
 
+    async def compare(self, model: str, pairs: list[tuple[Prompt, str, str]]) -> JudgeResponse:
+        """Judge-backed comparisons: the pairwise verdict over all principles, both orders."""
+        constitution = model.partition(":")[2] or None
+        items = [JudgeItem(prompt=p, response_a=a, response_b=b) for p, a, b in pairs]
+        return await self.judge(JudgeRequest(mode="pairwise", constitution=constitution, items=items))
+
     def refresh_gauges(self) -> None:
         if self.cache is not None:
             self.metrics.judge_cache.labels("hit").set(self.cache.hits)

@@ -8,9 +8,11 @@ from arbiter.bundle.render import Prompt
 from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.protocol import (
     ChatMessage,
+    ComparePair,
     CompareRequest,
     CompareResponse,
     Comparison,
+    JudgeResponse,
     ModelList,
     OpenRLHFRewardRequest,
     OpenRLHFRewardResponse,
@@ -32,6 +34,10 @@ def _prompt(value: str | list[ChatMessage]) -> Prompt:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
+
+
+def _judge_version(verdicts: JudgeResponse) -> str:
+    return f"{verdicts.model}@{verdicts.constitution}-{verdicts.constitution_version}"
 
 
 class RewardService:
@@ -69,23 +75,30 @@ class RewardService:
             truncated=[e.truncated for e in scored.encoded],
         )
 
-    async def _judge_scores(self, request: ScoreRequest) -> ScoreResponse:
-        """A judge standing in for a reward model: the same request and answer, scores on [0, 1]."""
+    def _judging(self) -> JudgeService:
         if self.judging is None:
             raise NotReady("the judge is not set up (see the constitution errors in the log)")
+        return self.judging
+
+    async def _judge_scores(self, request: ScoreRequest) -> ScoreResponse:
+        """A judge standing in for a reward model: the same request and answer, scores on [0, 1]."""
         prompts = [_prompt(i.prompt) for i in request.items]
-        verdicts, scores = await self.judging.scores(request.model or "", prompts, [i.response for i in request.items])
+        verdicts, scores = await self._judging().scores(
+            request.model or "", prompts, [i.response for i in request.items]
+        )
         return ScoreResponse(
             model=request.model or "",
-            model_version=f"{verdicts.model}@{verdicts.constitution}-{verdicts.constitution_version}",
+            model_version=_judge_version(verdicts),
             scores=scores,
             tokens=[v.prompt_tokens + v.completion_tokens for v in verdicts.verdicts],
             truncated=[False] * len(scores),
         )
 
     async def compare(self, request: CompareRequest) -> CompareResponse:
-        model = self.registry.get(request.model)
         pairs = request.all_pairs()
+        if JudgeService.is_judge_model(request.model):
+            return await self._judge_compare(request.model or "", pairs)
+        model = self.registry.get(request.model)
         prompts = [_prompt(p.prompt) for p in pairs for _ in range(2)]
         responses = [r for p in pairs for r in (p.response_a, p.response_b)]
         scores = (await self._score(model, prompts, responses)).scores
@@ -96,12 +109,31 @@ class RewardService:
         ]
         return CompareResponse(model=model.name, model_version=model.version, comparisons=comparisons)
 
+    async def _judge_compare(self, model: str, pairs: list[ComparePair]) -> CompareResponse:
+        """The judge compares pairwise (both orders); its P(a) becomes scores +-logit(P)/2, so that
+        prob_a = sigmoid(score_a - score_b) holds here as it does for reward models."""
+        judging = self._judging()
+        verdicts = await judging.compare(model, [(_prompt(p.prompt), p.response_a, p.response_b) for p in pairs])
+        comparisons = []
+        for verdict in verdicts.verdicts:
+            p = min(max(verdict.score, 1e-6), 1 - 1e-6)
+            half = float(np.log(p / (1 - p))) / 2
+            comparisons.append(Comparison(score_a=half, score_b=-half, prob_a=verdict.score))
+        return CompareResponse(model=model, model_version=_judge_version(verdicts), comparisons=comparisons)
+
     async def rank(self, request: RankRequest) -> RankResponse:
-        model = self.registry.get(request.model)
         prompt = _prompt(request.prompt)
-        scores = (await self._score(model, [prompt] * len(request.responses), request.responses)).scores
+        if JudgeService.is_judge_model(request.model):
+            verdicts, judged = await self._judging().scores(
+                request.model or "", [prompt] * len(request.responses), request.responses
+            )
+            name, version, scores = request.model or "", _judge_version(verdicts), np.asarray(judged)
+        else:
+            model = self.registry.get(request.model)
+            name, version = model.name, model.version
+            scores = (await self._score(model, [prompt] * len(request.responses), request.responses)).scores
         order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: equal scores keep input order
-        return RankResponse(model=model.name, model_version=model.version, scores=scores.tolist(), order=order)
+        return RankResponse(model=name, model_version=version, scores=scores.tolist(), order=order)
 
     def models(self) -> ModelList:
         default = self.registry.default_name
