@@ -153,6 +153,35 @@ class AsyncRewardClient:
         listed = await self._with_retries(lambda: self._call("models", None, wire.ModelList))
         return listed.models
 
+    async def reward(
+        self,
+        prompts: PromptLike | Sequence[PromptLike],
+        responses: Sequence[str],
+        *,
+        spec: str | None = None,
+        groups: Sequence[str | None] | None = None,
+        unsafe: Sequence[bool | None] | None = None,
+    ) -> wire.RewardResponse:
+        """Rewards from a reward spec (the server's default spec when None), with each component's values.
+
+        One request, never chunked: batch transforms (whitening, group normalization) must see the whole batch.
+        `groups` tags the responses to the same prompt (GRPO); `unsafe` flags prompts for the Llama 2 gate."""
+        count = len(responses)
+        for name, values in (("groups", groups), ("unsafe", unsafe)):
+            if values is not None and len(values) != count:
+                raise ValueError(f"{len(values)} {name} for {count} responses")
+        items = [
+            wire.RewardItem(
+                prompt=p,
+                response=r,
+                group=groups[i] if groups is not None else None,
+                unsafe=unsafe[i] if unsafe is not None else None,
+            )
+            for i, (p, r) in enumerate(zip(per_item(prompts, count), responses, strict=True))
+        ]
+        request = wire.RewardRequest(spec=spec, items=items)
+        return await self._with_retries(lambda: self._call("reward", request, wire.RewardResponse))
+
     # -- plumbing ----------------------------------------------------------------------------------------------
 
     async def _call(self, method: Method, request: BaseModel | None, response_type: type[M]) -> M:
@@ -307,6 +336,17 @@ class RewardClient:
 
     def models(self) -> list[wire.ModelInfo]:
         return self._loop.run(self._client.models())
+
+    def reward(
+        self,
+        prompts: PromptLike | Sequence[PromptLike],
+        responses: Sequence[str],
+        *,
+        spec: str | None = None,
+        groups: Sequence[str | None] | None = None,
+        unsafe: Sequence[bool | None] | None = None,
+    ) -> wire.RewardResponse:
+        return self._loop.run(self._client.reward(prompts, responses, spec=spec, groups=groups, unsafe=unsafe))
 
     def close(self) -> None:
         if self._loop.loop.is_closed():

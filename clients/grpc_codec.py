@@ -27,7 +27,10 @@ MESSAGES: dict[type[BaseModel], type[Message]] = {
     wire.ModelList: pb.ListModelsResponse,
     wire.JudgeRequest: pb.JudgeRequest,
     wire.JudgeResponse: pb.JudgeResponse,
+    wire.RewardRequest: pb.RewardRequest,
+    wire.RewardResponse: pb.RewardResponse,
 }
+VALUE_MAPS = ("components", "extras")  # map<string, Values> in the proto, dict[str, list[float]] on the wire
 
 
 def _prompt_to_proto(value: Any) -> dict[str, Any]:
@@ -55,6 +58,9 @@ def to_proto(model: BaseModel) -> Message:
     if isinstance(model, wire.CompareRequest):  # the single-pair form travels as a one-pair list
         model = wire.CompareRequest(model=model.model, pairs=model.all_pairs())
     data = _walk(model.model_dump(exclude_none=True), _prompt_to_proto)
+    if isinstance(model, wire.RewardResponse):
+        for field in VALUE_MAPS:
+            data[field] = {k: {"values": v} for k, v in data[field].items()}
     return json_format.ParseDict(data, MESSAGES[type(model)]())
 
 
@@ -72,6 +78,11 @@ def from_proto(message: Message, model_type: type[M]) -> M:
         for field in ("mode", "sampling", "constitution", "principles"):
             if not data.get(field):
                 data.pop(field, None)
+    if model_type is wire.RewardRequest and not data.get("spec"):
+        data["spec"] = None
+    if model_type is wire.RewardResponse:
+        for field in VALUE_MAPS:
+            data[field] = {k: v.get("values", []) for k, v in data.get(field, {}).items()}
     if model_type is wire.ModelList:
         for info in data.get("models", []):
             info.setdefault("eval_accuracy", None)

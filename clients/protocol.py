@@ -230,3 +230,38 @@ class ConstitutionInfo(Wire):
 
 class ConstitutionList(Wire):
     constitutions: list[ConstitutionInfo]
+
+
+# -- reward pipelines ------------------------------------------------------------------------------------------
+
+
+class RewardItem(Wire):
+    prompt: Prompt
+    response: str
+    group: str | None = Field(None, description="responses to the same prompt share a group (group_norm, GRPO)")
+    unsafe: bool | None = Field(None, description="the prompt is flagged unsafe (the Llama 2 gating rule)")
+
+
+class RewardRequest(Wire):
+    spec: str | None = Field(None, description="reward spec name; the server's default when omitted")
+    items: list[RewardItem] = Field(min_length=1)
+
+
+class RewardResponse(Wire):
+    spec: str
+    spec_version: str
+    rewards: list[float]
+    components: dict[str, list[float]] = Field(description="every component's value per item, after its transforms")
+    extras: dict[str, list[float]] = Field(default_factory=dict, description="e.g. ensemble std, safety gate used")
+
+
+class RewardSpecInfo(Wire):
+    name: str
+    version: str
+    description: str
+    components: list[str]
+    default: bool
+
+
+class RewardSpecList(Wire):
+    specs: list[RewardSpecInfo]

@@ -17,7 +17,7 @@ from arbiter.clients import protocol as wire
 from arbiter.clients.errors import RewardServerError
 
 M = TypeVar("M", bound=BaseModel)
-Method = Literal["score", "compare", "rank", "models"]
+Method = Literal["score", "compare", "rank", "models", "reward"]
 
 # gRPC status -> the HTTP status of the same meaning (what RewardServerError.status reports).
 GRPC_TO_HTTP = {
@@ -43,6 +43,7 @@ class HttpTransport:
         "compare": ("POST", "/v1/compare"),
         "rank": ("POST", "/v1/rank"),
         "models": ("GET", "/v1/models"),
+        "reward": ("POST", "/v1/reward"),
     }
 
     def __init__(self, url: str, headers: dict[str, str] | None = None, max_connections: int = 64) -> None:

@@ -4,11 +4,14 @@ loop over one runtime, so the two share the models and the batching queue."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 
 import uvicorn
 
 from arbiter.service import logs
+from arbiter.service.errors import ArbiterError
 from arbiter.service.http.app import create_app
 from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
@@ -34,6 +37,8 @@ async def run_server(settings: ServerSettings) -> None:
         grpc_server = await start_grpc(settings, runtime)
         log.info("grpc listening", extra={"address": f"{settings.host}:{settings.grpc_port}"})
     loading = asyncio.create_task(runtime.start())
+    # SIGHUP reloads the reward specs in place, as POST /v1/admin/reload does; requests keep flowing.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload, runtime)
     try:
         await http.serve()  # returns on SIGINT/SIGTERM (uvicorn handles the signals)
     finally:
@@ -41,6 +46,11 @@ async def run_server(settings: ServerSettings) -> None:
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
         runtime.close()
+
+
+def _reload(runtime: Runtime) -> None:
+    with contextlib.suppress(ArbiterError):  # already logged with the reasons; the specs in force stay
+        runtime.pipelines.reload()
 
 
 def serve(settings: ServerSettings) -> None:

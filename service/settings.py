@@ -50,6 +50,19 @@ class ServerSettings(BaseSettings):
     default_constitution: str = Field("default", description="the constitution used when a request names none")
     judge_cache_size: int = Field(100_000, ge=0, description="verdicts kept in memory (0: no cache)")
     judge_cache_path: str | None = Field(None, description="SQLite file that keeps verdicts across restarts")
+    reward_specs: list[str] = Field(
+        default_factory=list, description="reward spec files or folders of *.yaml, beside the built-in ones"
+    )
+    default_reward_spec: str = Field("default", description="the reward spec used when a request names none")
+    reward_state_path: str | None = Field(
+        str(Path.home() / ".cache" / "arbiter" / "reward-state.sqlite"),
+        description="SQLite file keeping running reward statistics across restarts (empty: memory only)",
+    )
+    reward_window: int = Field(2048, gt=0, description="items in each spec's telemetry window")
+    reward_canaries: str | None = Field(
+        None, description="a preference file of canary pairs, scored through every spec on a schedule"
+    )
+    reward_canary_interval_s: float = Field(300.0, gt=0, description="seconds between canary measurements")
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> ServerSettings:

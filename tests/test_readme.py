@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = ("Python client", "Use from TRL", "Use from OpenRLHF", "Use from veRL", "Your own PPO loop")
+SECTIONS = (
+    "Python client",
+    "Use from TRL",
+    "Use from OpenRLHF",
+    "Use from veRL",
+    "Your own PPO loop",
+    "Reward specs",
+)
 
 
 def python_blocks(section: str) -> list[str]:

@@ -7,6 +7,7 @@ OpenRLHF loads the file and calls `reward_func(queries, prompts, labels)` from w
 and NaN (not a crashed rollout) for what still fails. Configured by environment variables:
   ARBITER_REWARD_URL    server URL, http(s):// or grpc(s):// (default http://127.0.0.1:8000)
   ARBITER_REWARD_MODEL  model name (default: the server's default model)
+  ARBITER_REWARD_SPEC   a reward spec name: rewards from /v1/reward instead of one model's scores
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def _client() -> RewardClient:
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any]) -> dict[str, Any]:
     """The same answer as Arbiter's /get_reward: rewards (raw scores), scores, and extra_logs."""
     split_prompts, responses = split_queries(queries, prompts)
+    spec = os.environ.get("ARBITER_REWARD_SPEC")
+    if spec:
+        rewarded = _client().reward(split_prompts, responses, spec=spec, groups=split_prompts)
+        return {"rewards": rewarded.rewards, "scores": rewarded.rewards, "extra_logs": rewarded.components}
     answer = _client().score(split_prompts, responses, normalize=True)
     return {
         "rewards": answer.scores,

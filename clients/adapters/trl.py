@@ -7,12 +7,14 @@
 
 TRL calls `reward_func(prompts=..., completions=..., completion_ids=..., **columns)` and wants one float per
 completion. Both of TRL's forms work: standard (strings) and conversational (lists of messages, where the
-completion is the assistant's turn). `AsyncArbiterReward` is the async form: TRL runs async reward functions on
+completion is the assistant's turn). With `spec=NAME` the reward comes from a reward spec (/v1/reward), with the
+prompt as each completion's group. `AsyncArbiterReward` is the async form: TRL runs async reward functions on
 its own event loop, concurrently with other reward functions.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +36,11 @@ def trl_items(prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[list[
     return as_prompts, [completion_text(c) for c in completions]
 
 
+def prompt_groups(prompts: Sequence[Prompt]) -> list[str]:
+    """GRPO samples several completions per prompt: the prompt itself is the group a spec's group_norm uses."""
+    return [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in prompts]
+
+
 class _Options:
     """What both forms hold: where to send, what to ask for. The client itself is made on first use, so the
     reward function pickles (TRL and accelerate may copy it into workers)."""
@@ -44,10 +51,11 @@ class _Options:
         *,
         model: str | None = None,
         normalize: bool = False,
+        spec: str | None = None,
         name: str = "arbiter",
         **client_options: Any,
     ) -> None:
-        self.url, self.model, self.normalize = url, model, normalize
+        self.url, self.model, self.normalize, self.spec = url, model, normalize, spec
         self.__name__ = name  # TRL logs each reward function under this name
         self.client_options = {"on_failure": "nan", **client_options}  # one failed chunk must not stop training
 
@@ -65,6 +73,8 @@ class ArbiterReward(_Options):
         if self._client is None:
             self._client = RewardClient(self.url, model=self.model, **self.client_options)
         items = trl_items(prompts, completions)
+        if self.spec is not None:
+            return self._client.reward(*items, spec=self.spec, groups=prompt_groups(items[0])).rewards
         answer = self._client.score(*items, normalize=self.normalize)
         return self._pick(answer.scores, answer.normalized_scores)
 
@@ -76,5 +86,7 @@ class AsyncArbiterReward(_Options):
         if self._client is None:
             self._client = AsyncRewardClient(self.url, model=self.model, **self.client_options)
         items = trl_items(prompts, completions)
+        if self.spec is not None:
+            return (await self._client.reward(*items, spec=self.spec, groups=prompt_groups(items[0]))).rewards
         answer = await self._client.score(*items, normalize=self.normalize)
         return self._pick(answer.scores, answer.normalized_scores)

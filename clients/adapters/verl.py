@@ -8,6 +8,7 @@ In a veRL config:
       reward_kwargs:
         url: http://127.0.0.1:8000
         model: null
+        spec: null               # a reward spec name: rewards from /v1/reward (the prompt is the group)
 
 veRL's naive reward manager calls `compute_score(data_source=, solution_str=, ground_truth=, extra_info=)` once
 per response; its batch manager calls `compute_score_batch(data_sources=, solution_strs=, ground_truths=,
@@ -18,6 +19,7 @@ scripts can fill; without one the response is scored alone.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,8 +52,11 @@ def compute_score(
     *,
     url: str = "http://127.0.0.1:8000",
     model: str | None = None,
+    spec: str | None = None,
     **_: Any,
 ) -> float:
+    if spec is not None:
+        return _client(url, model).reward([prompt_of(extra_info)], [solution_str], spec=spec).rewards[0]
     return _client(url, model).score([prompt_of(extra_info)], [solution_str]).scores[0]
 
 
@@ -63,7 +68,11 @@ def compute_score_batch(
     *,
     url: str = "http://127.0.0.1:8000",
     model: str | None = None,
+    spec: str | None = None,
     **_: Any,
 ) -> list[float]:
     prompts = [prompt_of(info) for info in extra_infos]
+    if spec is not None:
+        groups = [json.dumps(p, sort_keys=True) if not isinstance(p, str) else p for p in prompts]
+        return _client(url, model).reward(prompts, list(solution_strs), spec=spec, groups=groups).rewards
     return _client(url, model).score(prompts, list(solution_strs)).scores

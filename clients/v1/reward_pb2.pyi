@@ -279,3 +279,57 @@ class JudgeResponse(_message.Message):
     mode: str
     verdicts: _containers.RepeatedCompositeFieldContainer[Verdict]
     def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., constitution: _Optional[str] = ..., constitution_version: _Optional[str] = ..., mode: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...
+
+class RewardItem(_message.Message):
+    __slots__ = ("prompt", "response", "group", "unsafe")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    UNSAFE_FIELD_NUMBER: _ClassVar[int]
+    prompt: Prompt
+    response: str
+    group: str
+    unsafe: bool
+    def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., response: _Optional[str] = ..., group: _Optional[str] = ..., unsafe: _Optional[bool] = ...) -> None: ...
+
+class RewardRequest(_message.Message):
+    __slots__ = ("spec", "items")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    spec: str
+    items: _containers.RepeatedCompositeFieldContainer[RewardItem]
+    def __init__(self, spec: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RewardItem, _Mapping]]] = ...) -> None: ...
+
+class Values(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class RewardResponse(_message.Message):
+    __slots__ = ("spec", "spec_version", "rewards", "components", "extras")
+    class ComponentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Values
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Values, _Mapping]] = ...) -> None: ...
+    class ExtrasEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Values
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Values, _Mapping]] = ...) -> None: ...
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    spec: str
+    spec_version: str
+    rewards: _containers.RepeatedScalarFieldContainer[float]
+    components: _containers.MessageMap[str, Values]
+    extras: _containers.MessageMap[str, Values]
+    def __init__(self, spec: _Optional[str] = ..., spec_version: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., components: _Optional[_Mapping[str, Values]] = ..., extras: _Optional[_Mapping[str, Values]] = ...) -> None: ...

@@ -64,6 +64,11 @@ class RewardServiceStub:
                 request_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeRequest.SerializeToString,
                 response_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeResponse.FromString,
                 _registered_method=True)
+        self.Reward = channel.unary_unary(
+                '/arbiter.v1.RewardService/Reward',
+                request_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.RewardRequest.SerializeToString,
+                response_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.RewardResponse.FromString,
+                _registered_method=True)
 
 
 class RewardServiceServicer:
@@ -100,8 +105,13 @@ class RewardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Judge(self, request, context):
-        """Reserved for a later issue: Reward (composite RL rewards) joins this service with messages of its own.
-        """
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reward(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -138,6 +148,11 @@ def add_RewardServiceServicer_to_server(servicer, server):
                     servicer.Judge,
                     request_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeRequest.FromString,
                     response_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeResponse.SerializeToString,
+            ),
+            'Reward': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reward,
+                    request_deserializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.RewardRequest.FromString,
+                    response_serializer=arbiter_dot_clients_dot_v1_dot_reward__pb2.RewardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +317,33 @@ class RewardService:
             '/arbiter.v1.RewardService/Judge',
             arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeRequest.SerializeToString,
             arbiter_dot_clients_dot_v1_dot_reward__pb2.JudgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arbiter.v1.RewardService/Reward',
+            arbiter_dot_clients_dot_v1_dot_reward__pb2.RewardRequest.SerializeToString,
+            arbiter_dot_clients_dot_v1_dot_reward__pb2.RewardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -109,6 +109,9 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
 
         return await self._unary("Judge", request, context, wire.JudgeRequest, judged)  # type: ignore[return-value]
 
+    async def Reward(self, request: pb.RewardRequest, context: grpc.aio.ServicerContext) -> pb.RewardResponse:
+        return await self._unary("Reward", request, context, wire.RewardRequest, self.runtime.pipelines.reward)  # type: ignore[arg-type,return-value]
+
     async def ScoreStream(
         self, requests: AsyncIterator[pb.ScoreStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScoreStreamResponse]:

@@ -22,6 +22,9 @@ from arbiter.clients.protocol import (
     OpenRLHFRewardResponse,
     RankRequest,
     RankResponse,
+    RewardRequest,
+    RewardResponse,
+    RewardSpecList,
     ScoreRequest,
     ScoreResponse,
 )
@@ -76,6 +79,23 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     @app.get("/v1/constitutions", response_model=ConstitutionList)
     async def constitutions() -> ConstitutionList:
         return judging().constitutions()
+
+    @app.post("/v1/reward", response_model=RewardResponse)
+    async def reward(request: RewardRequest) -> RewardResponse:
+        return await runtime.pipelines.reward(request)
+
+    @app.get("/v1/reward-specs", response_model=RewardSpecList)
+    async def reward_specs() -> RewardSpecList:
+        return runtime.pipelines.specs()
+
+    @app.get("/v1/reward-specs/{name}/stats")
+    async def reward_spec_stats(name: str) -> dict[str, object]:
+        return runtime.pipelines.stats(name)
+
+    @app.post("/v1/admin/reload", response_model=RewardSpecList)
+    async def reload() -> RewardSpecList:
+        """Reloads the reward specs (as SIGHUP does); a failing reload keeps the specs in force (400)."""
+        return runtime.pipelines.reload()
 
     @app.post("/get_reward", response_model=OpenRLHFRewardResponse)
     async def get_reward(request: OpenRLHFRewardRequest) -> OpenRLHFRewardResponse:

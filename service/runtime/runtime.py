@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from arbiter.judge.constitution import ConstitutionError
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry
+from arbiter.service.runtime.pipelines import RewardPipelines, read_canaries
 from arbiter.service.runtime.rewards import RewardService
 from arbiter.service.settings import ServerSettings
 
@@ -29,6 +31,7 @@ class Runtime:
             self.registry.failures["constitutions"] = message
             log.error("judge not set up; the server stays not ready", extra={"reason": message})
         self.rewards = RewardService(settings, self.registry, self.metrics, self.judging)
+        self.pipelines = RewardPipelines(settings, self.registry, self.judging, self.metrics)
         self._on_loaded: list[Callable[[bool], object]] = []
 
     def on_loaded(self, callback: Callable[[bool], object]) -> None:
@@ -40,6 +43,10 @@ class Runtime:
         await asyncio.to_thread(self.registry.load_all)
         for name, seconds in self.registry.load_seconds.items():
             self.metrics.load_seconds.labels(name).set(seconds)
+        if self.registry.models:  # specs are checked against the models actually served
+            self.pipelines.load()
+            if self.settings.reward_canaries and self.pipelines.library is not None:
+                self.pipelines.start_canaries(read_canaries(Path(self.settings.reward_canaries)))
         log.info("ready" if self.registry.ready else "not ready", extra={"failures": self.registry.failures})
         for callback in self._on_loaded:
             result = callback(self.registry.ready)
@@ -51,6 +58,8 @@ class Runtime:
             self.metrics.queue_depth.labels(name).set(model.batcher.depth)
         if self.judging is not None:
             self.judging.refresh_gauges()
+        self.pipelines.refresh_gauges()
 
     def close(self) -> None:
+        self.pipelines.close()
         self.registry.close()

@@ -1,0 +1,1 @@
+"""Reward pipelines for RL: specs that compose reward models, judges and rules; telemetry against hacking."""

@@ -1,0 +1,232 @@
+"""Reward specs as the server runs them: /v1/reward and gRPC Reward fetch each spec's leaf scores (reward models
+through their batching queues, judge principles through the judge, rules computed in place), compose them, and feed
+the spec's telemetry. Specs are checked against what is served when the server starts and on every reload (SIGHUP or
+POST /v1/admin/reload); a reload that fails keeps the specs in force, and one that succeeds swaps them at once, so
+requests in flight finish on the spec they started with."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from arbiter.clients.protocol import (
+    JudgeItem,
+    JudgeRequest,
+    RewardRequest,
+    RewardResponse,
+    RewardSpecInfo,
+    RewardSpecList,
+)
+from arbiter.rewards.compose import ItemContext, RewardResult, compose
+from arbiter.rewards.running import RunningStats
+from arbiter.rewards.spec import BUILTIN, ComponentSpec, RewardSpec, SpecError, SpecLibrary, leaves
+from arbiter.rewards.telemetry import CanaryMonitor, SpecTelemetry, register_metrics
+from arbiter.service.errors import InvalidInput, NotFound, NotReady, TooLarge
+from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.judging import JudgeService
+from arbiter.service.runtime.models import ModelRegistry
+from arbiter.service.settings import ServerSettings
+
+log = logging.getLogger("arbiter.rewards")
+
+
+class RewardPipelines:
+    def __init__(
+        self, settings: ServerSettings, registry: ModelRegistry, judging: JudgeService | None, metrics: Metrics
+    ) -> None:
+        self.settings, self.registry, self.judging = settings, registry, judging
+        path = Path(settings.reward_state_path) if settings.reward_state_path else None
+        self.running = RunningStats(path)
+        self.gauges = register_metrics(metrics.registry)
+        self.library: SpecLibrary | None = None
+        self.telemetry: dict[str, SpecTelemetry] = {}
+        self._canaries: list[asyncio.Task[None]] = []
+
+    # -- loading and reloading -----------------------------------------------------------------------------------
+
+    def _normalization(self) -> dict[str, tuple[float, float] | None]:
+        stats: dict[str, tuple[float, float] | None] = {}
+        for name, model in self.registry.models.items():
+            norm = model.manifest.normalization
+            stats[name] = (norm.mean, norm.std) if norm is not None and norm.std > 0 else None
+        return stats
+
+    def _build(self) -> SpecLibrary:
+        """A library whose every spec fits what this server serves; SpecError lists every problem."""
+        library = SpecLibrary([Path(p) for p in self.settings.reward_specs])
+        library.get(self.settings.default_reward_spec)
+        served, normalization = set(self.registry.models), self._normalization()
+        problems = []
+        for name in library.names:
+            try:
+                library.check(self._resolved(library.get(name)), served, self.judging is not None, normalization)
+            except SpecError as exc:
+                builtin = library.sources[name].parent == BUILTIN
+                if builtin and name != self.settings.default_reward_spec:
+                    # A built-in example this server cannot run (say, with the judge off) is left out, not fatal.
+                    log.warning("built-in reward spec left out", extra={"spec": name, "reason": str(exc)})
+                    del library.specs[name], library.sources[name]
+                    continue
+                problems.append(str(exc))
+        if problems:
+            raise SpecError("; ".join(problems))
+        return library
+
+    def _resolved(self, spec: RewardSpec) -> RewardSpec:
+        """A model component without a model name means the server's default model."""
+        default = self.registry.default_name
+        if all(c.kind != "model" or c.model for c in spec.components):
+            return spec
+        components = [
+            c.model_copy(update={"model": c.model or default}) if c.kind == "model" else c for c in spec.components
+        ]
+        return spec.model_copy(update={"components": components})
+
+    def load(self) -> None:
+        """At start, after the models: a bad spec keeps the server not ready, with the reasons."""
+        try:
+            self.library = self._build()
+        except (SpecError, KeyError) as exc:
+            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
+            self.registry.failures["reward_specs"] = message
+            log.error("reward specs not loaded; the server stays not ready", extra={"reason": message})
+            return
+        self._refresh_telemetry()
+
+    def reload(self) -> RewardSpecList:
+        try:
+            library = self._build()
+        except (SpecError, KeyError) as exc:
+            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
+            log.error("reload refused; the specs in force stay", extra={"reason": message})
+            raise InvalidInput(f"reload refused, the specs in force stay: {message}") from exc
+        self.library = library  # one assignment: a request in flight keeps the spec object it already holds
+        self.registry.failures.pop("reward_specs", None)
+        self._refresh_telemetry()
+        log.info("reward specs reloaded", extra={"specs": library.names})
+        return self.specs()
+
+    def _refresh_telemetry(self) -> None:
+        assert self.library is not None
+        for name in self.library.names:
+            if name not in self.telemetry:
+                self.telemetry[name] = SpecTelemetry(name, self.settings.reward_window)
+
+    # -- serving ---------------------------------------------------------------------------------------------
+
+    def _library(self) -> SpecLibrary:
+        if self.library is None:
+            raise NotReady("reward specs are not loaded (see the log)")
+        return self.library
+
+    def specs(self) -> RewardSpecList:
+        library = self._library()
+        default = self.settings.default_reward_spec
+        return RewardSpecList(
+            specs=[
+                RewardSpecInfo(
+                    name=s.name,
+                    version=s.version,
+                    description=s.description,
+                    components=[c.name for c in s.components],
+                    default=s.name == default,
+                )
+                for s in (library.get(n) for n in library.names)
+            ]
+        )
+
+    def spec(self, name: str | None) -> RewardSpec:
+        library = self._library()
+        try:
+            return self._resolved(library.get(name or self.settings.default_reward_spec))
+        except KeyError as exc:
+            raise NotFound(exc.args[0]) from exc
+
+    async def reward(self, request: RewardRequest) -> RewardResponse:
+        if len(request.items) > self.settings.max_items:
+            raise TooLarge(f"{len(request.items)} items in one request (limit {self.settings.max_items})")
+        spec = self.spec(request.spec)
+        items = [
+            ItemContext(
+                prompt=i.prompt if isinstance(i.prompt, str) else [m.model_dump() for m in i.prompt],
+                response=i.response,
+                group=i.group,
+                unsafe=i.unsafe,
+            )
+            for i in request.items
+        ]
+        result = await self._evaluate(spec, items)
+        lengths = np.array([len(i.response.split()) for i in items], dtype=np.float64)
+        self.telemetry[spec.name].observe(result.rewards, lengths, result.components)
+        return RewardResponse(
+            spec=spec.name,
+            spec_version=spec.version,
+            rewards=result.rewards.tolist(),
+            components={k: v.tolist() for k, v in result.components.items()},
+            extras={k: v.tolist() for k, v in result.extras.items()},
+        )
+
+    async def _evaluate(self, spec: RewardSpec, items: list[ItemContext], update: bool = True) -> RewardResult:
+        sources = [c for c in leaves(spec) if c.kind in ("model", "judge")]
+        fetched = await asyncio.gather(*(self._fetch(c, items) for c in sources))
+        raw = dict(zip((c.name for c in sources), fetched, strict=True))
+        normalization = {k: v for k, v in self._normalization().items() if v is not None}
+        try:
+            return compose(spec, raw, items, normalization=normalization, running=self.running, update=update)
+        except ValueError as exc:  # e.g. group_norm on items without a group id: the caller's to fix
+            raise InvalidInput(str(exc)) from exc
+
+    async def _fetch(self, component: ComponentSpec, items: list[ItemContext]) -> np.ndarray:
+        prompts = [i.prompt for i in items]
+        responses = [i.response for i in items]
+        if component.kind == "model":
+            model = self.registry.get(component.model)
+            return (await model.score(prompts, responses)).scores
+        assert self.judging is not None  # checked when the spec was loaded
+        request = JudgeRequest(
+            mode="absolute",
+            constitution=component.constitution,
+            principles=component.principles,
+            rationale=False,
+            items=[JudgeItem(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)],
+        )
+        return np.array([v.score for v in (await self.judging.judge(request)).verdicts], dtype=np.float64)
+
+    def stats(self, name: str) -> dict[str, object]:
+        spec = self.spec(name)
+        return {"spec": spec.name, "version": spec.version, **self.telemetry[spec.name].snapshot()}
+
+    def refresh_gauges(self) -> None:
+        for telemetry in self.telemetry.values():
+            telemetry.export(self.gauges)
+
+    # -- canaries --------------------------------------------------------------------------------------------
+
+    def start_canaries(self, pairs: list[tuple[object, str, str]]) -> None:
+        """Scores the canary pairs through every spec on a schedule, without touching running statistics."""
+        for name, telemetry in self.telemetry.items():
+            telemetry.canary = CanaryMonitor(pairs)
+
+            async def score(prompts: list[object], responses: list[str], spec_name: str = name) -> np.ndarray:
+                items = [ItemContext(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
+                return (await self._evaluate(self.spec(spec_name), items, update=False)).rewards
+
+            self._canaries.append(
+                asyncio.create_task(telemetry.canary.run_every(self.settings.reward_canary_interval_s, score))
+            )
+
+    def close(self) -> None:
+        for task in self._canaries:
+            task.cancel()
+
+
+def read_canaries(path: Path) -> list[tuple[object, str, str]]:
+    """(prompt, chosen, rejected) from any preference file the training loader reads."""
+    from arbiter.training.data import SourceSpec
+    from arbiter.training.data.load import load_source
+
+    groups, _ = load_source(SourceSpec(path=str(path)))
+    return [(g.prompt, g.responses[0], g.responses[1]) for g in groups if len(g.responses) == 2]
