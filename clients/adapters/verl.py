@@ -1,14 +1,15 @@
 """veRL custom reward functions backed by Arbiter.
 
-In a veRL config:
+In a veRL (0.9) config:
 
-    custom_reward_function:
-      path: <this file>          # python -m arbiter.clients.adapters verl
-      name: compute_score        # or compute_score_batch with reward_model.reward_manager=batch
-      reward_kwargs:
-        url: http://127.0.0.1:8000
-        model: null
-        spec: null               # a reward spec name: rewards from /v1/reward (the prompt is the group)
+    reward:
+      custom_reward_function:
+        path: <this file>          # python -m arbiter.clients.adapters verl
+        name: compute_score        # or compute_score_batch with the batch reward manager
+        reward_kwargs:
+          url: http://127.0.0.1:8000
+          model: null
+          spec: null               # a reward spec name: rewards from /v1/reward (the prompt is the group)
 
 veRL's naive reward manager calls `compute_score(data_source=, solution_str=, ground_truth=, extra_info=)` once
 per response; its batch manager calls `compute_score_batch(data_sources=, solution_strs=, ground_truths=,

@@ -57,16 +57,16 @@ class RewardPipelines:
     def _build(self) -> SpecLibrary:
         """A library whose every spec fits what this server serves; SpecError lists every problem."""
         library = SpecLibrary([Path(p) for p in self.settings.reward_specs])
-        library.get(self.settings.default_reward_spec)
+        library.get(self.settings.default_reward_spec)  # a default named but missing is the operator's mistake
         served, normalization = set(self.registry.models), self._normalization()
         problems = []
         for name in library.names:
             try:
                 library.check(self._resolved(library.get(name)), served, self.judging is not None, normalization)
             except SpecError as exc:
-                builtin = library.sources[name].parent == BUILTIN
-                if builtin and name != self.settings.default_reward_spec:
-                    # A built-in example this server cannot run (say, with the judge off) is left out, not fatal.
+                if library.sources[name].parent == BUILTIN:
+                    # A built-in spec this server cannot run (the judge off, a bundle without statistics) is left
+                    # out, not fatal: only the operator's own specs can keep the server from being ready.
                     log.warning("built-in reward spec left out", extra={"spec": name, "reason": str(exc)})
                     del library.specs[name], library.sources[name]
                     continue
