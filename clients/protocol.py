@@ -23,6 +23,11 @@ class ChatMessage(Wire):
 Prompt = str | list[ChatMessage]
 
 
+def plain_prompt(value: Prompt) -> str | list[dict[str, str]]:
+    """A wire prompt as rendering takes it: the text, or the messages as plain dicts."""
+    return value if isinstance(value, str) else [m.model_dump() for m in value]
+
+
 class ScoreItem(Wire):
     prompt: Prompt
     response: str

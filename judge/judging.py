@@ -19,7 +19,15 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from arbiter.clients.protocol import JudgeItem, JudgeRequest, JudgeResponse, PrincipleVerdict, Prompt, Verdict
+from arbiter.clients.protocol import (
+    JudgeItem,
+    JudgeRequest,
+    JudgeResponse,
+    PrincipleVerdict,
+    Prompt,
+    Verdict,
+    plain_prompt,
+)
 from arbiter.judge import prompts
 from arbiter.judge.backends.base import JudgeBackend
 from arbiter.judge.cache import VerdictCache, cache_key
@@ -115,7 +123,7 @@ class Judge:
         if request.sampling == "sample":  # one principle per item, from the seed and the texts: not the batching
             draw = random.Random(f"{request.seed}:{item.model_dump_json()}")
             principles = [draw.choice(principles)]
-        prompt = item.prompt if isinstance(item.prompt, str) else [m.model_dump() for m in item.prompt]
+        prompt = plain_prompt(item.prompt)
         if request.mode == "absolute":
             jobs = [self._absolute(constitution, p, prompt, item.response or "", request.rationale) for p in principles]
         else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class ArbiterError(Exception):
     status = 500
@@ -11,6 +14,11 @@ class ArbiterError(Exception):
     def __init__(self, message: str, details: object | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message, self.details, self.retry_after = message, details, retry_after
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, object]]:
+    """pydantic's errors as both faces report them: where, what, which kind."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
 
 
 class InvalidInput(ArbiterError):

@@ -9,7 +9,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -20,20 +19,19 @@ from arbiter.clients import protocol as wire
 from arbiter.clients.v1 import reward_pb2 as pb
 from arbiter.clients.v1 import reward_pb2_grpc
 from arbiter.service import logs
-from arbiter.service.errors import ArbiterError, InvalidInput, NotReady
+from arbiter.service.errors import ArbiterError, InvalidInput, validation_details
+from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
 
 log = logging.getLogger("arbiter.grpc")
 SERVICE = "arbiter.v1.RewardService"
-R = TypeVar("R", bound=BaseModel)
 
 
 def as_arbiter_error(exc: Exception) -> ArbiterError:
     if isinstance(exc, ArbiterError):
         return exc
     if isinstance(exc, ValidationError):
-        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return InvalidInput("the request does not match the schema", details)
+        return InvalidInput("the request does not match the schema", validation_details(exc.errors()))
     log.exception("unexpected error", exc_info=exc)
     return ArbiterError("internal error; the request id is in the logs")
 
@@ -103,9 +101,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
 
     async def Judge(self, request: pb.JudgeRequest, context: grpc.aio.ServicerContext) -> pb.JudgeResponse:
         async def judged(message: BaseModel | None) -> BaseModel:
-            if self.runtime.judging is None:
-                raise NotReady("the judge is not set up (see the constitution errors in the log)")
-            return await self.runtime.judging.judge(message)  # type: ignore[arg-type]
+            return await require_judge(self.runtime.judging).judge(message)  # type: ignore[arg-type]
 
         return await self._unary("Judge", request, context, wire.JudgeRequest, judged)  # type: ignore[return-value]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,14 +26,12 @@ from arbiter.clients.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
-from arbiter.service.errors import NotReady
 from arbiter.service.http import errors
 from arbiter.service.http.middleware import BodyLimit, RequestContext
-from arbiter.service.runtime.judging import JudgeService
+from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
 
-log = logging.getLogger("arbiter.http")
 ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 502, 503, 504)}
 
 
@@ -46,11 +42,6 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     rewards = runtime.rewards
-
-    def judging() -> JudgeService:
-        if runtime.judging is None:
-            raise NotReady("the judge is not set up (see the constitution errors in the log)")
-        return runtime.judging
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
     async def score(request: ScoreRequest) -> ScoreResponse:
@@ -74,11 +65,11 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
 
     @app.post("/v1/judge", response_model=JudgeResponse)
     async def judge(request: JudgeRequest) -> JudgeResponse:
-        return await judging().judge(request)
+        return await require_judge(runtime.judging).judge(request)
 
     @app.get("/v1/constitutions", response_model=ConstitutionList)
     async def constitutions() -> ConstitutionList:
-        return judging().constitutions()
+        return require_judge(runtime.judging).constitutions()
 
     @app.post("/v1/reward", response_model=RewardResponse)
     async def reward(request: RewardRequest) -> RewardResponse:

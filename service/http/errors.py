@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from arbiter.clients.protocol import ErrorBody, ErrorDetail
-from arbiter.service.errors import ArbiterError
+from arbiter.service.errors import ArbiterError, validation_details
 
 log = logging.getLogger("arbiter.http")
 
@@ -28,7 +28,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        details = validation_details(exc.errors())
         return error_response(422, "invalid_request", "the request body does not match the schema", details)
 
     @app.exception_handler(HTTPException)

@@ -21,11 +21,18 @@ from arbiter.judge.backends.base import BackendError, JudgeBackend
 from arbiter.judge.cache import VerdictCache
 from arbiter.judge.constitution import ConstitutionLibrary
 from arbiter.judge.judging import Judge, JudgeParseError
-from arbiter.service.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotFound, TooLarge
+from arbiter.service.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotFound, NotReady, TooLarge
 from arbiter.service.metrics import Metrics
 from arbiter.service.settings import ServerSettings
 
 JUDGE_MODEL = "judge"
+
+
+def require_judge(judging: JudgeService | None) -> JudgeService:
+    """The judge service, or 503 when a bad constitution kept it from being set up."""
+    if judging is None:
+        raise NotReady("the judge is not set up (see the constitution errors in the log)")
+    return judging
 
 
 class JudgeService:

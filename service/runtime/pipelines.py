@@ -19,6 +19,7 @@ from arbiter.clients.protocol import (
     RewardResponse,
     RewardSpecInfo,
     RewardSpecList,
+    plain_prompt,
 )
 from arbiter.rewards.compose import ItemContext, RewardResult, compose
 from arbiter.rewards.running import RunningStats
@@ -57,12 +58,14 @@ class RewardPipelines:
     def _build(self) -> SpecLibrary:
         """A library whose every spec fits what this server serves; SpecError lists every problem."""
         library = SpecLibrary([Path(p) for p in self.settings.reward_specs])
+        # Resolved once here, not per request: a model component without a name is the server's default model.
+        library.specs = {name: self._resolved(spec) for name, spec in library.specs.items()}
         library.get(self.settings.default_reward_spec)  # a default named but missing is the operator's mistake
         served, normalization = set(self.registry.models), self._normalization()
         problems = []
         for name in library.names:
             try:
-                library.check(self._resolved(library.get(name)), served, self.judging is not None, normalization)
+                library.check(library.get(name), served, self.judging is not None, normalization)
             except SpecError as exc:
                 if library.sources[name].parent == BUILTIN:
                     # A built-in spec this server cannot run (the judge off, a bundle without statistics) is left
@@ -76,7 +79,6 @@ class RewardPipelines:
         return library
 
     def _resolved(self, spec: RewardSpec) -> RewardSpec:
-        """A model component without a model name means the server's default model."""
         default = self.registry.default_name
         if all(c.kind != "model" or c.model for c in spec.components):
             return spec
@@ -141,7 +143,7 @@ class RewardPipelines:
     def spec(self, name: str | None) -> RewardSpec:
         library = self._library()
         try:
-            return self._resolved(library.get(name or self.settings.default_reward_spec))
+            return library.get(name or self.settings.default_reward_spec)
         except KeyError as exc:
             raise NotFound(exc.args[0]) from exc
 
@@ -151,7 +153,7 @@ class RewardPipelines:
         spec = self.spec(request.spec)
         items = [
             ItemContext(
-                prompt=i.prompt if isinstance(i.prompt, str) else [m.model_dump() for m in i.prompt],
+                prompt=plain_prompt(i.prompt),
                 response=i.response,
                 group=i.group,
                 unsafe=i.unsafe,

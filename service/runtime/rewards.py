@@ -7,7 +7,6 @@ import numpy as np
 from arbiter.bundle.render import Prompt
 from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.protocol import (
-    ChatMessage,
     ComparePair,
     CompareRequest,
     CompareResponse,
@@ -20,16 +19,13 @@ from arbiter.clients.protocol import (
     RankResponse,
     ScoreRequest,
     ScoreResponse,
+    plain_prompt,
 )
-from arbiter.service.errors import InvalidInput, NotReady, TooLarge
+from arbiter.service.errors import InvalidInput, TooLarge
 from arbiter.service.metrics import Metrics
-from arbiter.service.runtime.judging import JudgeService
+from arbiter.service.runtime.judging import JudgeService, require_judge
 from arbiter.service.runtime.models import ModelRegistry, ScoredItems, ServedModel
 from arbiter.service.settings import ServerSettings
-
-
-def _prompt(value: str | list[ChatMessage]) -> Prompt:
-    return value if isinstance(value, str) else [m.model_dump() for m in value]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -63,7 +59,7 @@ class RewardService:
             return await self._judge_scores(request)
         model = self.registry.get(request.model)
         scored = await self._score(
-            model, [_prompt(i.prompt) for i in request.items], [i.response for i in request.items]
+            model, [plain_prompt(i.prompt) for i in request.items], [i.response for i in request.items]
         )
         scores = _sigmoid(scored.scores) if request.sigmoid else scored.scores
         return ScoreResponse(
@@ -75,15 +71,10 @@ class RewardService:
             truncated=[e.truncated for e in scored.encoded],
         )
 
-    def _judging(self) -> JudgeService:
-        if self.judging is None:
-            raise NotReady("the judge is not set up (see the constitution errors in the log)")
-        return self.judging
-
     async def _judge_scores(self, request: ScoreRequest) -> ScoreResponse:
         """A judge standing in for a reward model: the same request and answer, scores on [0, 1]."""
-        prompts = [_prompt(i.prompt) for i in request.items]
-        verdicts, scores = await self._judging().scores(
+        prompts = [plain_prompt(i.prompt) for i in request.items]
+        verdicts, scores = await require_judge(self.judging).scores(
             request.model or "", prompts, [i.response for i in request.items]
         )
         return ScoreResponse(
@@ -99,7 +90,7 @@ class RewardService:
         if JudgeService.is_judge_model(request.model):
             return await self._judge_compare(request.model or "", pairs)
         model = self.registry.get(request.model)
-        prompts = [_prompt(p.prompt) for p in pairs for _ in range(2)]
+        prompts = [plain_prompt(p.prompt) for p in pairs for _ in range(2)]
         responses = [r for p in pairs for r in (p.response_a, p.response_b)]
         scores = (await self._score(model, prompts, responses)).scores
         a, b = scores[0::2], scores[1::2]
@@ -112,8 +103,8 @@ class RewardService:
     async def _judge_compare(self, model: str, pairs: list[ComparePair]) -> CompareResponse:
         """The judge compares pairwise (both orders); its P(a) becomes scores +-logit(P)/2, so that
         prob_a = sigmoid(score_a - score_b) holds here as it does for reward models."""
-        judging = self._judging()
-        verdicts = await judging.compare(model, [(_prompt(p.prompt), p.response_a, p.response_b) for p in pairs])
+        judging = require_judge(self.judging)
+        verdicts = await judging.compare(model, [(plain_prompt(p.prompt), p.response_a, p.response_b) for p in pairs])
         comparisons = []
         for verdict in verdicts.verdicts:
             p = min(max(verdict.score, 1e-6), 1 - 1e-6)
@@ -122,9 +113,9 @@ class RewardService:
         return CompareResponse(model=model, model_version=_judge_version(verdicts), comparisons=comparisons)
 
     async def rank(self, request: RankRequest) -> RankResponse:
-        prompt = _prompt(request.prompt)
+        prompt = plain_prompt(request.prompt)
         if JudgeService.is_judge_model(request.model):
-            verdicts, judged = await self._judging().scores(
+            verdicts, judged = await require_judge(self.judging).scores(
                 request.model or "", [prompt] * len(request.responses), request.responses
             )
             name, version, scores = request.model or "", _judge_version(verdicts), np.asarray(judged)
@@ -148,9 +139,8 @@ class RewardService:
             split_prompts, responses = split_queries(request.query, request.prompts)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
-        prompts: list[Prompt] = list(split_prompts)
         model = self.registry.get(model_name)
-        scores = (await self._score(model, prompts, responses)).scores
+        scores = (await self._score(model, list(split_prompts), responses)).scores
         return OpenRLHFRewardResponse(
             rewards=scores.tolist(),
             scores=scores.tolist(),
