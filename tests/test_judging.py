@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from pathlib import Path
 
 import pytest
 
@@ -249,7 +248,3 @@ def test_local_judge_writes_a_rationale(local_judge):
     request = JudgeRequest(principles=["helpful"], items=[{"prompt": "2+2?", "response": "The answer is 4."}])
     part = asyncio.run(local_judge.judge(request)).verdicts[0].principles[0]
     assert part.rationale is not None and 1 <= part.score <= 5
-
-
-def test_builtin_constitution_file_is_packaged():
-    assert (Path(__file__).resolve().parents[1] / "judge" / "constitutions" / "default.yaml").is_file()
