@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from arbiter import __version__
+from arbiter.annotation.cli import add_parsers as add_annotation_parsers
 from arbiter.cli_options import add_model_flags, given_flags
 
 DESCRIPTION = """Arbiter: reward models for RLHF.
@@ -17,6 +18,8 @@ DESCRIPTION = """Arbiter: reward models for RLHF.
   arbiter serve --bundles bundles/rm                                  serve it over HTTP
   arbiter label --pairs pairs.jsonl --out labels.jsonl               label pairs with the LLM judge (RLAIF)
   arbiter eval-judge --data prefs.jsonl                               measure the judge against human labels
+  arbiter annotators add alice --role lead                            add a lead to the preference store
+  arbiter annotations export --out prefs.jsonl                        human annotations -> training data
 """
 
 
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(commands)
     _label_parser(commands)
     _eval_judge_parser(commands)
+    add_annotation_parsers(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -127,6 +127,14 @@ class ModelList(Wire):
     models: list[ModelInfo]
 
 
+class LoadModelRequest(Wire):
+    """Serve a bundle without a restart: a new name adds a model, a served name is replaced once loaded."""
+
+    bundle: str = Field(min_length=1, description="the bundle folder, as the server sees it")
+    name: str | None = Field(None, description="the model's name (default: the bundle's own name)")
+    default: bool = Field(False, description="make it the default model")
+
+
 class ErrorDetail(Wire):
     code: str
     message: str

@@ -59,3 +59,27 @@ class JudgeBackendDown(ArbiterError):
 
 class JudgeTimeout(ArbiterError):
     status, grpc_status, code = 504, "DEADLINE_EXCEEDED", "judge_timeout"
+
+
+class Unauthorized(ArbiterError):
+    status, grpc_status, code = 401, "UNAUTHENTICATED", "unauthorized"
+
+
+class Forbidden(ArbiterError):
+    status, grpc_status, code = 403, "PERMISSION_DENIED", "forbidden"
+
+
+class Conflict(ArbiterError):
+    """The request is well formed but clashes with what is stored (the code says how); retrying will not help."""
+
+    status, grpc_status = 409, "FAILED_PRECONDITION"
+
+    def __init__(self, code: str, message: str, details: object | None = None) -> None:
+        super().__init__(message, details)
+        self.code = code
+
+
+class StoreUnavailable(ArbiterError):
+    """The preference store's database cannot be reached; scoring is unaffected."""
+
+    status, grpc_status, code = 503, "UNAVAILABLE", "store_unavailable"

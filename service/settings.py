@@ -63,6 +63,19 @@ class ServerSettings(BaseSettings):
         None, description="a preference file of canary pairs, scored through every spec on a schedule"
     )
     reward_canary_interval_s: float = Field(300.0, gt=0, description="seconds between canary measurements")
+    annotation_db: str | None = Field(
+        "sqlite:///" + str(Path.home() / ".cache" / "arbiter" / "annotations.sqlite"),
+        description="the preference store: sqlite:///FILE or postgresql://USER@HOST/DB (empty: annotation off)",
+    )
+    annotation_migrate: bool = Field(
+        True, description="upgrade the store's schema at start (off: run `arbiter db upgrade` yourself)"
+    )
+    annotators_per_task: int = Field(1, ge=1, description="annotations wanted per task unless its upload says")
+    assignment_ttl_s: float = Field(1800.0, gt=0, description="seconds before an abandoned assignment is freed")
+    annotation_edit_window_s: float = Field(900.0, ge=0, description="seconds an annotator may edit a submission")
+    annotation_rm_pairs: int = Field(
+        500, ge=0, description="latest human preferences scored by the reward model for the agreement statistic"
+    )
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> ServerSettings:

@@ -75,5 +75,7 @@ def running_server(log_dir: Path, *flags: str, wait_ready: bool = True) -> Itera
     log = log_dir / f"server-{port}.log"
     command = [sys.executable, "-m", "arbiter.cli", "serve", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
     url = f"http://127.0.0.1:{port}"
-    with server_process(command, log, url + ("/readyz" if wait_ready else "/healthz")) as process:
+    # Each server gets its own preference store unless the flags name one (the default is in the home folder).
+    env = {"ARBITER_ANNOTATION_DB": f"sqlite:///{log_dir / f'annotations-{port}.sqlite'}"}
+    with server_process(command, log, url + ("/readyz" if wait_ready else "/healthz"), env=env) as process:
         yield RunningServer(url, f"grpc://127.0.0.1:{grpc_port}", process, log)

@@ -14,6 +14,7 @@ from arbiter.clients.protocol import (
     ErrorBody,
     JudgeRequest,
     JudgeResponse,
+    LoadModelRequest,
     ModelInfo,
     ModelList,
     OpenRLHFRewardRequest,
@@ -27,12 +28,14 @@ from arbiter.clients.protocol import (
     ScoreResponse,
 )
 from arbiter.service.http import errors
+from arbiter.service.http.annotation import annotation_routes
 from arbiter.service.http.middleware import BodyLimit, RequestContext
+from arbiter.service.http.pages import install_pages
 from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
 
-ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 502, 503, 504)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)}
 
 
 def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
@@ -88,6 +91,11 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
         """Reloads the reward specs (as SIGHUP does); a failing reload keeps the specs in force (400)."""
         return runtime.pipelines.reload()
 
+    @app.post("/v1/admin/models", response_model=ModelList)
+    async def load_model(request: LoadModelRequest) -> ModelList:
+        """Serves a bundle without a restart (a retrained model under a served name replaces it)."""
+        return await runtime.load_model(request)
+
     @app.post("/get_reward", response_model=OpenRLHFRewardResponse)
     async def get_reward(request: OpenRLHFRewardRequest) -> OpenRLHFRewardResponse:
         return await rewards.openrlhf(request)
@@ -110,6 +118,8 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
         runtime.refresh_gauges()
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(annotation_routes(runtime.annotation))
+    install_pages(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=runtime.metrics)
     return app

@@ -123,22 +123,32 @@ class ModelRegistry:
     def load_all(self) -> None:
         for spec in self.settings.bundles:
             name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-            started = time.perf_counter()
             try:
-                manifest, runner = open_model(Path(path), self.settings)
-                name = name or manifest.name
-                self.models[name] = ServedModel(name, manifest, runner, self.settings, self.observer)
+                self.open(path, name or None)
             except (BundleError, OSError, ValueError) as exc:
                 self.failures[name or path] = str(exc)
                 log.error("bundle not loaded; the server stays not ready", extra={"bundle": path, "reason": str(exc)})
-                continue
-            self.load_seconds[name] = time.perf_counter() - started
-            log.info("model loaded", extra={"model": name, "seconds": round(self.load_seconds[name], 3)})
         wanted = self.settings.default_model
         if wanted and wanted not in self.models:
             self.failures[wanted] = f"default_model {wanted!r} is not among the loaded models"
         self.default_name = wanted or next(iter(self.models), None)
         self.loaded = True
+
+    def open(self, path: str, name: str | None = None) -> tuple[ServedModel, ServedModel | None]:
+        """Opens the bundle at `path` and serves it as `name` (default: its manifest's name); returns it and the
+        model it replaced, which its caller closes once requests already holding it are done."""
+        started = time.perf_counter()
+        manifest, runner = open_model(Path(path), self.settings)
+        name = name or manifest.name
+        model = ServedModel(name, manifest, runner, self.settings, self.observer)
+        replaced = self.models.get(name)
+        self.models[name] = model
+        self.failures.pop(name, None)
+        self.failures.pop(path, None)
+        self.load_seconds[name] = time.perf_counter() - started
+        seconds = round(self.load_seconds[name], 3)
+        log.info("model loaded", extra={"model": name, "version": model.version, "seconds": seconds})
+        return model, replaced
 
     def get(self, name: str | None) -> ServedModel:
         if not self.ready:

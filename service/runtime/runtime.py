@@ -7,15 +7,20 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from arbiter.bundle import BundleError
+from arbiter.clients.protocol import LoadModelRequest, ModelList
 from arbiter.judge.constitution import ConstitutionError
+from arbiter.service.errors import InvalidInput
 from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.annotation import AnnotationService
 from arbiter.service.runtime.judging import JudgeService
-from arbiter.service.runtime.models import ModelRegistry
+from arbiter.service.runtime.models import ModelRegistry, ServedModel
 from arbiter.service.runtime.pipelines import RewardPipelines, read_canaries
 from arbiter.service.runtime.rewards import RewardService
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.runtime")
+RETIRE_AFTER_S = 30.0  # longer than any request holding a replaced model takes
 
 
 class Runtime:
@@ -32,7 +37,9 @@ class Runtime:
             log.error("judge not set up; the server stays not ready", extra={"reason": message})
         self.rewards = RewardService(settings, self.registry, self.metrics, self.judging)
         self.pipelines = RewardPipelines(settings, self.registry, self.judging, self.metrics)
+        self.annotation = AnnotationService(settings, self.rewards)
         self._on_loaded: list[Callable[[bool], object]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def on_loaded(self, callback: Callable[[bool], object]) -> None:
         """Called with `ready` once loading ends (the gRPC health service listens here)."""
@@ -47,11 +54,32 @@ class Runtime:
             self.pipelines.load()
             if self.settings.reward_canaries and self.pipelines.library is not None:
                 self.pipelines.start_canaries(read_canaries(Path(self.settings.reward_canaries)))
+        await self.annotation.open()
         log.info("ready" if self.registry.ready else "not ready", extra={"failures": self.registry.failures})
         for callback in self._on_loaded:
             result = callback(self.registry.ready)
             if asyncio.iscoroutine(result):
                 await result
+
+    async def load_model(self, request: LoadModelRequest) -> ModelList:
+        """Serves a new or retrained bundle without a restart. A replaced model keeps answering the requests that
+        already hold it and is closed after a grace period."""
+        try:
+            model, replaced = await asyncio.to_thread(self.registry.open, request.bundle, request.name)
+        except (BundleError, OSError, ValueError) as exc:
+            raise InvalidInput(f"bundle {request.bundle!r} not loaded: {exc}") from exc
+        if request.default:
+            self.registry.default_name = model.name
+        self.metrics.load_seconds.labels(model.name).set(self.registry.load_seconds[model.name])
+        if replaced is not None:
+            task = asyncio.create_task(self._retire(replaced))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return self.rewards.models()
+
+    async def _retire(self, model: ServedModel) -> None:
+        await asyncio.sleep(RETIRE_AFTER_S)
+        await asyncio.to_thread(model.batcher.close)  # runs what is still queued, then stops
 
     def refresh_gauges(self) -> None:
         for name, model in self.registry.models.items():
@@ -62,4 +90,5 @@ class Runtime:
 
     def close(self) -> None:
         self.pipelines.close()
+        self.annotation.close()
         self.registry.close()

@@ -1,0 +1,1 @@
+"""Human preference collection: the store (SQLAlchemy, Alembic), assignment, export to training data, agreement."""
