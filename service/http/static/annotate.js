@@ -69,22 +69,24 @@
     document.querySelectorAll('input[name="strength"]').forEach((r) => (r.checked = false));
     $("safety").checked = false;
     $("rationale").value = "";
+    if (document.activeElement instanceof HTMLElement) document.activeElement.blur(); // keys act on the new task
     $("status").textContent = "";
     $("work").hidden = false;
     $("done").hidden = true;
     refresh();
   }
 
+  // The progress line changes after the next task is on screen, so it can be waited for.
   async function next() {
-    await progress();
     const view = await call("POST", "/v1/annotation/next");
     if (view === null) {
       task = null;
       $("work").hidden = true;
       $("done").hidden = false;
-      return;
+    } else {
+      show(view);
     }
-    show(view);
+    await progress();
   }
 
   async function act(work, message) {
@@ -93,8 +95,8 @@
     refresh();
     try {
       await work();
-      $("status").textContent = message;
       await next();
+      $("status").textContent = message;
     } catch (error) {
       $("status").textContent = `Not saved: ${error.message}`;
     } finally {
