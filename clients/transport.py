@@ -60,22 +60,8 @@ class HttpTransport:
         except httpx.TransportError as exc:
             raise RewardServerError(None, "unavailable", f"cannot reach {self._http.base_url}: {exc!r}") from exc
         if response.status_code >= 400:
-            raise self._error(response)
+            raise http_error(response)
         return response_type.model_validate_json(response.content)
-
-    @staticmethod
-    def _error(response: httpx.Response) -> RewardServerError:
-        retry_after = response.headers.get("retry-after")
-        try:
-            error = wire.ErrorBody.model_validate_json(response.content).error
-            code, message, details = error.code, error.message, error.details
-        except ValueError:  # not our JSON (a proxy in between, say)
-            code, message, details = f"http_{response.status_code}", response.text[:500], None
-        if response.status_code == 503 and code.startswith("http_"):
-            code = "unavailable"
-        return RewardServerError(
-            response.status_code, code, message, details, float(retry_after) if retry_after else None
-        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -118,6 +104,19 @@ class GrpcTransport:
 
     async def aclose(self) -> None:
         await self._channel.close()
+
+
+def http_error(response: httpx.Response) -> RewardServerError:
+    """An HTTP error answer as RewardServerError: the server's JSON error body when it has one."""
+    retry_after = response.headers.get("retry-after")
+    try:
+        error = wire.ErrorBody.model_validate_json(response.content).error
+        code, message, details = error.code, error.message, error.details
+    except ValueError:  # not our JSON (a proxy in between, say)
+        code, message, details = f"http_{response.status_code}", response.text[:500], None
+    if response.status_code == 503 and code.startswith("http_"):
+        code = "unavailable"
+    return RewardServerError(response.status_code, code, message, details, float(retry_after) if retry_after else None)
 
 
 def grpc_error(exc: object) -> RewardServerError:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from arbiter.clients import AnnotationClient, RewardServerError
 from tests.databases import fresh_database
 from tests.server import RunningServer, running_server
 
@@ -197,6 +198,32 @@ def test_concurrent_annotators_over_http(annotating: Annotating):
     assert all(len(mine) == len(set(mine)) for mine in done)
     everything = sorted(t for mine in done for t in mine)
     assert everything == sorted(ids * 3)
+
+
+def test_the_python_client(annotating: Annotating):
+    a = annotating
+    samples = tasks(5, "client")["tasks"]
+    with AnnotationClient(a.server.url, a.lead, chunk_size=2) as lead:
+        first = lead.create_tasks(samples, idempotency_key="client-upload")  # three chunks
+        again = lead.create_tasks(samples, idempotency_key="client-upload")
+        assert (first.created, first.replayed) == (5, False)
+        assert again.task_ids == first.task_ids and (again.created, again.replayed) == (0, True)
+        with AnnotationClient(a.server.url, a.annotator("pythonista")) as annotator:
+            while (view := annotator.next_task()) is not None:
+                if view.task_id not in first.task_ids:
+                    annotator.skip(view.task_id)
+                    continue
+                careful = next(r.label for r in view.responses if r.text.startswith("A careful"))
+                assert (
+                    annotator.submit(view.task_id, {"choice": careful, "strength": "slightly_better"}).choice == careful
+                )
+            assert annotator.progress().submitted == 5
+        ours = [r for r in lead.export(aggregate="each") if r["meta"]["task_id"] in first.task_ids]
+        assert len(ours) == 5 and {r["margin"] for r in ours} == {0.3333}
+        assert lead.stats().annotations >= 5
+    with AnnotationClient(a.server.url, "arb_wrong") as stranger, pytest.raises(RewardServerError) as refused:
+        stranger.progress()
+    assert (refused.value.status, refused.value.code, refused.value.retryable) == (401, "unauthorized", False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -48,6 +50,7 @@ class AnnotationService:
         )
         self._store: AnnotationStore | None = None
         self._opening = threading.Lock()
+        self._agreement: tuple[tuple[str, str, bytes], RewardModelAgreement] | None = None
 
     def store(self) -> AnnotationStore:
         """The open store; opened (and migrated) on first use, again after a failed attempt."""
@@ -132,18 +135,28 @@ class AnnotationService:
     async def _reward_model_agreement(self, rows: list[dict[str, object]], model: str | None) -> RewardModelAgreement:
         pairs = list(_preferred_pairs(rows))[-self.settings.annotation_rm_pairs :]
         served = self.rewards.registry.get(model)
+        # Scoring hundreds of pairs takes seconds on a CPU: the answer is kept until the model or the pairs change.
+        key = (
+            served.name,
+            served.version,
+            hashlib.sha256(json.dumps([p.model_dump() for p in pairs]).encode()).digest(),
+        )
+        if self._agreement is not None and self._agreement[0] == key:
+            return self._agreement[1]
         agree, compared = 0, 0
         for start in range(0, len(pairs), self.settings.max_items):
             chunk = pairs[start : start + self.settings.max_items]
             answer = await self.rewards.compare(CompareRequest(model=served.name, pairs=chunk))
             agree += sum(c.score_a > c.score_b for c in answer.comparisons)
             compared += len(chunk)
-        return RewardModelAgreement(
+        result = RewardModelAgreement(
             model=served.name,
             model_version=served.version,
             comparisons=compared,
             agreement=agree / compared if compared else None,
         )
+        self._agreement = (key, result)
+        return result
 
     def close(self) -> None:
         if self._store is not None:
