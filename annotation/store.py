@@ -167,11 +167,15 @@ class AnnotationStore:
                     )
                 return TaskBatchResult.model_validate({**stored.response, "replayed": True})
             wanted = [t.external_id for t in batch.tasks if t.external_id is not None]
-            known = dict(s.execute(select(Task.external_id, Task.id).where(Task.external_id.in_(wanted))).all())
+            stored = dict(s.execute(select(Task.external_id, Task.id).where(Task.external_id.in_(wanted))).all())
+            new: dict[str, Task] = {}  # by external_id, for an id given twice in one batch
             tasks: list[Task | int] = []
             for spec in batch.tasks:
-                if spec.external_id in known:
-                    tasks.append(known[spec.external_id])
+                if spec.external_id in stored:
+                    tasks.append(stored[spec.external_id])
+                    continue
+                if spec.external_id in new:
+                    tasks.append(new[spec.external_id])
                     continue
                 prompt = plain_prompt(spec.prompt)
                 required = spec.annotators or self.policy.annotators_per_task
@@ -194,7 +198,7 @@ class AnnotationStore:
                 s.add(task)
                 tasks.append(task)
                 if spec.external_id is not None:
-                    known[spec.external_id] = task  # type: ignore[assignment]
+                    new[spec.external_id] = task
             s.flush()
             ids = [t if isinstance(t, int) else t.id for t in tasks]
             created = len({t.id for t in tasks if isinstance(t, Task)})

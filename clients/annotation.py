@@ -48,8 +48,12 @@ class TaskBatch(Wire):
 
 class TaskBatchResult(Wire):
     task_ids: list[int] = Field(description="one id per task given, in order")
-    created: int = Field(description="tasks created by this call (tasks already stored by external_id are not)")
-    replayed: bool = Field(False, description="true when this is the stored answer to an earlier call with this key")
+    created: int = Field(
+        description="tasks the call created (tasks already stored by external_id are not); a replay repeats it"
+    )
+    replayed: bool = Field(
+        False, description="true when this is the stored answer to an earlier call with this key: nothing was created"
+    )
 
 
 class ResponseView(Wire):

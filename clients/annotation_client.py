@@ -56,7 +56,7 @@ class AnnotationClient:
             headers = {"Idempotency-Key": f"{idempotency_key}:{number}"} if idempotency_key else {}
             part = self._call("POST", "/v1/annotation/tasks", TaskBatchResult, batch, headers)
             ids += part.task_ids
-            created += part.created
+            created += 0 if part.replayed else part.created  # a replayed chunk created nothing now
             replayed = replayed and part.replayed
         return TaskBatchResult(task_ids=ids, created=created, replayed=replayed and bool(ids))
 

@@ -112,7 +112,9 @@ def test_external_ids_are_not_created_twice(db_url: str):
     first = store.create_tasks(TaskBatch(tasks=[{**spec, "external_id": "x1"}, {**spec, "external_id": "x2"}]), lead)
     second = store.create_tasks(TaskBatch(tasks=[{**spec, "external_id": "x2"}, {**spec, "external_id": "x3"}]), lead)
     assert second.task_ids[0] == first.task_ids[1] and second.created == 1
-    assert count(store, Task) == 3
+    twice = store.create_tasks(TaskBatch(tasks=[{**spec, "external_id": "x4"}, {**spec, "external_id": "x4"}]), lead)
+    assert twice.task_ids[0] == twice.task_ids[1] and twice.created == 1
+    assert count(store, Task) == 4
 
 
 def test_nobody_sees_a_task_twice_and_skips_free_the_slot(db_url: str):
