@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 
@@ -80,27 +80,22 @@ def _run_annotators(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from arbiter.annotation.export import ExportFilter, export_rows
+    from arbiter.annotation.export import ExportFilter, export, utc
     from arbiter.annotation.store import AnnotationStore
 
     where = ExportFilter(
-        _utc(args.since),
-        _utc(args.until),
+        utc(args.since),
+        utc(args.until),
         args.policy_version,
         args.min_annotations,
         args.min_agreement,
         not args.exclude_flagged,
         args.aggregate,
     )
-    store = AnnotationStore.open(_url(args))
-    rows = list(export_rows(store.judged_tasks(where.since, where.until, where.policy_version), where))
+    rows = export(AnnotationStore.open(_url(args)), where)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"{len(rows)} preference rows written to {args.out}")
     return 0
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment

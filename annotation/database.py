@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,9 +30,16 @@ def database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def open_engine(url: str) -> Engine:
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def open_engine(url: str, writer: bool = True) -> Engine:
+    """An engine for the store. On SQLite, a writer's transactions take the write lock when they begin; a reader's
+    (writer=False) do not, so reading (authentication, statistics, export) never waits behind a writer in WAL
+    mode. On PostgreSQL both are the same."""
     url = database_url(url)
-    if make_url(url).get_backend_name() != "sqlite":
+    if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -48,9 +56,14 @@ def open_engine(url: str) -> Engine:
     # fail with 'database is locked' when another writer got there in between.
     @event.listens_for(engine, "begin")
     def _sqlite_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
+
+
+def contended(exc: OperationalError) -> bool:
+    """A deadlock or serialization failure (PostgreSQL), which the same transaction run again resolves."""
+    return getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from itertools import combinations
 from statistics import fmean
 from typing import Any, Literal
 
-from arbiter.annotation.store import JudgedTask, Judgement
+from arbiter.annotation.store import AnnotationStore, JudgedTask, Judgement
 
 # Llama 2's margins for its four levels (the "small" set of Touvron et al. 2023, table 28), in (0, 1] like the
 # margins of the shared preference files; "negligibly better / unsure" adds no margin.
@@ -31,25 +31,31 @@ class ExportFilter:
     aggregate: Literal["majority", "each"] = "majority"
 
 
+def export(store: AnnotationStore, where: ExportFilter) -> list[dict[str, Any]]:
+    """The rows for `where`, from the votes made between `since` and `until`."""
+    return list(export_rows(store.judged_tasks(where.since, where.until, where.policy_version), where))
+
+
 def export_rows(tasks: list[JudgedTask], where: ExportFilter) -> Iterator[dict[str, Any]]:
     for task in tasks:
         judgements = task.judgements
         if len(judgements) < where.min_annotations:
             continue
-        flagged = sum(j.safety_flag for j in judgements)
-        if flagged and not where.include_flagged:
-            continue
-        if where.aggregate == "each":
-            for judgement in judgements:
-                row = _row(task, [judgement], judgement.ranking, agreement=1.0)
-                if row is not None:
-                    yield row
+        if not where.include_flagged and any(j.safety_flag for j in judgements):
             continue
         ranking, agreement = majority(task, judgements)
-        if ranking is not None and agreement >= where.min_agreement:
-            row = _row(task, judgements, ranking, agreement)
-            if row is not None:
-                yield row
+        if agreement < where.min_agreement:
+            continue
+        if where.aggregate == "each":  # every vote its own row, each with its task's agreement
+            rows = (_row(task, [j], j.ranking, agreement, majority_share=False) for j in judgements)
+        else:
+            rows = iter([_row(task, judgements, ranking, agreement)] if ranking is not None else [])
+        yield from (row for row in rows if row is not None)
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is taken as UTC, the zone the store keeps."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def majority(task: JudgedTask, judgements: list[Judgement]) -> tuple[list[int] | None, float]:
@@ -79,7 +85,9 @@ def _side(ranks: list[int]) -> str:
     return "<" if ranks[0] < ranks[1] else (">" if ranks[0] > ranks[1] else "=")
 
 
-def _row(task: JudgedTask, judgements: list[Judgement], ranking: list[int], agreement: float) -> dict[str, Any] | None:
+def _row(
+    task: JudgedTask, judgements: list[Judgement], ranking: list[int], agreement: float, majority_share: bool = True
+) -> dict[str, Any] | None:
     responses = [r.text for r in task.responses]
     meta = {
         "task_id": task.task_id,
@@ -98,7 +106,7 @@ def _row(task: JudgedTask, judgements: list[Judgement], ranking: list[int], agre
         margins = [STRENGTH_MARGIN[j.strength] for j in agreeing if j.strength is not None]
         if margins:
             row["margin"] = round(fmean(margins), 4)
-        if len(judgements) > 1:
+        if majority_share and len(judgements) > 1:
             row["preference_strength"] = round(agreement, 4)
         return row
     if len(set(ranking)) == 1:

@@ -6,7 +6,7 @@ from collections import Counter
 from statistics import median
 
 from arbiter.annotation.agreement import krippendorff_alpha, mean_pairwise_kappa, pair_units
-from arbiter.annotation.store import JudgedTask
+from arbiter.annotation.store import JudgedTask, Judgement
 from arbiter.clients.annotation import Agreement, AnnotationStats, AnnotatorThroughput, DailyCount, RewardModelAgreement
 
 
@@ -25,7 +25,7 @@ def agreement(tasks: list[JudgedTask]) -> Agreement:
 
 
 def throughput(tasks: list[JudgedTask], skips: dict[str, int]) -> list[AnnotatorThroughput]:
-    by_annotator: dict[str, list] = {}
+    by_annotator: dict[str, list[Judgement]] = {}
     for task in tasks:
         for j in task.judgements:
             by_annotator.setdefault(j.annotator, []).append(j)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy import Engine, Select, exists, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -53,7 +53,6 @@ from arbiter.clients.annotation import (
 from arbiter.clients.annotation import AuditEvent as AuditEventView
 from arbiter.clients.protocol import plain_prompt
 from arbiter.service.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unauthorized
-from arbiter.training.data.schema import prompt_key
 
 T = TypeVar("T")
 CONCURRENT_RETRIES = 3  # a unique-key race lost to another transaction is retried; the retry sees its rows
@@ -99,27 +98,41 @@ class JudgedTask:
     judgements: list[Judgement]
 
 
+class Contended(Conflict):
+    """Another transaction got in the way (a unique key taken, a deadlock); running the work again resolves it."""
+
+    def __init__(self) -> None:
+        super().__init__("concurrent_update", "the store was changed concurrently; retry the request")
+
+
 class AnnotationStore:
-    def __init__(self, engine: Engine, policy: StorePolicy | None = None) -> None:
-        self.engine, self.policy = engine, policy or StorePolicy()
+    def __init__(self, engine: Engine, policy: StorePolicy | None = None, reader: Engine | None = None) -> None:
+        self.engine, self.policy, self.reader = engine, policy or StorePolicy(), reader or engine
         self._sessions = database.sessions(engine)
+        self._read_sessions = database.sessions(self.reader)
 
     @classmethod
     def open(cls, url: str, policy: StorePolicy | None = None, migrate: bool = True) -> AnnotationStore:
         engine = database.open_engine(url)
         if migrate:
             database.upgrade(engine)
-        return cls(engine, policy)
+        reader = database.open_engine(url, writer=False) if database.is_sqlite(url) else None
+        return cls(engine, policy, reader)
 
     def close(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()
 
     @contextmanager
-    def _transaction(self) -> Iterator[Session]:
+    def _transaction(self, read: bool = False) -> Iterator[Session]:
         try:
-            with self._sessions.begin() as session:
+            with (self._read_sessions if read else self._sessions).begin() as session:
                 yield session
-        except (OperationalError, InterfaceError) as exc:
+        except OperationalError as exc:
+            if database.contended(exc):
+                raise Contended() from exc
+            raise StoreUnavailable("the preference store's database is unavailable", str(exc.orig)) from exc
+        except InterfaceError as exc:
             raise StoreUnavailable("the preference store's database is unavailable", str(exc.orig)) from exc
 
     def _retrying(self, work: Callable[[Session], T]) -> T:
@@ -127,9 +140,9 @@ class AnnotationStore:
             try:
                 with self._transaction() as session:
                     return work(session)
-            except IntegrityError:
+            except (IntegrityError, Contended):
                 continue
-        raise Conflict("concurrent_update", "the store was changed concurrently; retry the request")
+        raise Contended()
 
     # -- annotators ---------------------------------------------------------------------------------------------
 
@@ -148,7 +161,7 @@ class AnnotationStore:
     def authenticate(self, key: str | None) -> Caller:
         if not key:
             raise Unauthorized("give your annotator key as 'Authorization: Bearer <key>'")
-        with self._transaction() as s:
+        with self._transaction(read=True) as s:
             found = s.scalars(select(Annotator).where(Annotator.key_hash == key_hash(key))).first()
         if found is None or found.disabled:
             raise Unauthorized("unknown or disabled key")
@@ -158,10 +171,11 @@ class AnnotationStore:
 
     def create_tasks(self, batch: TaskBatch, actor: Caller, idempotency_key: str | None = None) -> TaskBatchResult:
         digest = hashlib.sha256(batch.model_dump_json().encode()).hexdigest()
+        key = f"{actor.id}:{idempotency_key}" if idempotency_key is not None else None  # one lead's keys are theirs
 
         def work(s: Session) -> TaskBatchResult:
-            if idempotency_key is not None and (stored := s.get(IdempotencyRecord, idempotency_key)) is not None:
-                if stored.request_hash != digest:
+            if key is not None and (stored := s.get(IdempotencyRecord, key)) is not None:
+                if stored.request_hash != digest or stored.scope != "tasks":
                     raise Conflict(
                         "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
                     )
@@ -177,12 +191,10 @@ class AnnotationStore:
                 if spec.external_id in new:
                     tasks.append(new[spec.external_id])
                     continue
-                prompt = plain_prompt(spec.prompt)
                 required = spec.annotators or self.policy.annotators_per_task
                 task = Task(
                     kind="pair" if len(spec.responses) == 2 else "ranking",
-                    prompt=prompt,
-                    prompt_key=prompt_key(prompt),
+                    prompt=plain_prompt(spec.prompt),
                     annotators_required=required,
                     open_slots=required,
                     submitted=0,
@@ -203,12 +215,8 @@ class AnnotationStore:
             ids = [t if isinstance(t, int) else t.id for t in tasks]
             created = len({t.id for t in tasks if isinstance(t, Task)})
             result = TaskBatchResult(task_ids=ids, created=created)
-            if idempotency_key is not None:
-                s.add(
-                    IdempotencyRecord(
-                        key=idempotency_key, scope="tasks", request_hash=digest, response=result.model_dump()
-                    )
-                )
+            if key is not None:
+                s.add(IdempotencyRecord(key=key, scope="tasks", request_hash=digest, response=result.model_dump()))
             _audit(
                 s, actor, "tasks.create", f"tasks:{min(ids)}-{max(ids)}", {"created": created, "key": idempotency_key}
             )
@@ -230,10 +238,8 @@ class AnnotationStore:
             if active is not None:
                 return _view(s.get_one(Task, active.task_id), active)
             seen = exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == caller.id)
-            candidates = s.scalars(
-                select(Task.id).where(Task.open_slots > 0, ~seen).order_by(Task.priority.desc(), Task.id).limit(32)
-            ).all()
-            for task_id in candidates:
+            query = select(Task.id).where(Task.open_slots > 0, ~seen).order_by(Task.priority.desc(), Task.id)
+            for task_id in _candidates(s, query):
                 if not _take_slot(s, task_id):
                     continue  # another annotator took the last slot first
                 task = s.get_one(Task, task_id)
@@ -256,12 +262,13 @@ class AnnotationStore:
         return self._retrying(work)
 
     def skip(self, caller: Caller, task_id: int) -> None:
-        with self._transaction() as s:
+        def work(s: Session) -> None:
             assignment = _assignment(s, caller, task_id)
-            if assignment.state != "active":
+            if assignment.state != "active" or not _close(s, assignment, "skipped"):
                 raise Conflict("not_active", f"this task's assignment is {assignment.state}")
-            _close(s, assignment, "skipped")
             _audit(s, caller, "assignment.skip", f"task:{task_id}", {"assignment": assignment.id})
+
+        self._retrying(work)
 
     def expire(self) -> int:
         with self._transaction() as s:
@@ -269,7 +276,10 @@ class AnnotationStore:
 
     def _expire(self, s: Session, now: datetime) -> int:
         stale = s.scalars(
-            select(Assignment).where(Assignment.state == "active", Assignment.expires_at < now).limit(1000)
+            select(Assignment)
+            .where(Assignment.state == "active", Assignment.expires_at < now)
+            .order_by(Assignment.id)  # one lock order for every transaction: no deadlocks between expiries
+            .limit(1000)
         ).all()
         expired = 0
         for assignment in stale:
@@ -285,7 +295,7 @@ class AnnotationStore:
             assignment = _assignment(s, caller, task_id)
             task = s.get_one(Task, task_id)
             ranking = _canonical_ranking(task, assignment, answer.choice, answer.ranking)
-            strength = None if _all_tied(ranking) else answer.strength
+            strength = _strength(ranking, answer.strength)
             earlier = s.scalars(
                 select(Annotation).where(Annotation.task_id == task_id, Annotation.annotator_id == caller.id)
             ).first()
@@ -330,8 +340,8 @@ class AnnotationStore:
         return self._retrying(work)
 
     def edit(self, caller: Caller, annotation_id: int, change: AnnotationEdit) -> AnnotationRecord:
-        with self._transaction() as s:
-            annotation = s.get(Annotation, annotation_id, with_for_update=True)
+        def work(s: Session) -> AnnotationRecord:
+            annotation = s.get(Annotation, annotation_id, with_for_update=True, populate_existing=True)
             if annotation is None or annotation.annotator_id != caller.id:
                 raise NotFound(f"no annotation {annotation_id} of yours")
             if utcnow() > annotation.created_at + self.policy.edit_window:
@@ -341,22 +351,15 @@ class AnnotationStore:
             if change.choice is not None or change.ranking is not None:
                 task = s.get_one(Task, annotation.task_id)
                 annotation.ranking = _canonical_ranking(task, assignment, change.choice, change.ranking)
-            fields = change.model_dump(exclude_unset=True, exclude={"choice", "ranking"})
-            for name, value in fields.items():
+            for name, value in change.model_dump(exclude_none=True, exclude={"choice", "ranking"}).items():
                 setattr(annotation, name, value)
-            if _all_tied(annotation.ranking):
-                annotation.strength = None
-            elif annotation.strength is None and len(annotation.ranking) == 2:
-                raise InvalidInput("a preference of A or B needs a strength")
+            annotation.strength = _strength(annotation.ranking, annotation.strength)
             annotation.updated_at = utcnow()
-            _audit(
-                s,
-                caller,
-                "annotation.edit",
-                f"annotation:{annotation.id}",
-                {"before": before, "after": _snapshot(annotation)},
-            )
+            after = _snapshot(annotation)
+            _audit(s, caller, "annotation.edit", f"annotation:{annotation.id}", {"before": before, "after": after})
             return self._record(annotation, assignment, caller)
+
+        return self._retrying(work)
 
     def _record(
         self, a: Annotation, assignment: Assignment, caller: Caller, replayed: bool = False
@@ -388,7 +391,7 @@ class AnnotationStore:
     # -- reading ------------------------------------------------------------------------------------------------
 
     def progress(self, caller: Caller) -> Progress:
-        with self._transaction() as s:
+        with self._transaction(read=True) as s:
             states = dict(
                 s.execute(
                     select(Assignment.state, func.count())
@@ -425,7 +428,7 @@ class AnnotationStore:
             query = query.where(
                 exists().where(Response.task_id == Annotation.task_id, Response.policy_version == policy_version)
             )
-        with self._transaction() as s:
+        with self._transaction(read=True) as s:
             rows = s.execute(query).all()
             task_ids = sorted({a.task_id for a, _, _ in rows})
             tasks = {t.id: t for t in s.scalars(select(Task).where(Task.id.in_(task_ids)))} if task_ids else {}
@@ -448,7 +451,7 @@ class AnnotationStore:
 
     def counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """Tasks per state, assignments per state, and skips per annotator."""
-        with self._transaction() as s:
+        with self._transaction(read=True) as s:
             active = exists().where(Assignment.task_id == Task.id, Assignment.state == "active")
             complete = Task.submitted >= Task.annotators_required
             tasks = {
@@ -481,7 +484,7 @@ class AnnotationStore:
         )
         if before is not None:
             query = query.where(AuditEvent.id < before)
-        with self._transaction() as s:
+        with self._transaction(read=True) as s:
             rows = s.execute(query).all()
         return AuditLog(
             events=[
@@ -525,9 +528,12 @@ def _close(s: Session, assignment: Assignment, state: str) -> bool:
 
 
 def _assignment(s: Session, caller: Caller, task_id: int) -> Assignment:
+    """The caller's assignment for the task, locked (PostgreSQL) so that a concurrent skip or expiry of it waits
+    for this transaction, or this one sees what it did."""
     found = s.scalars(
         select(Assignment)
         .where(Assignment.task_id == task_id, Assignment.annotator_id == caller.id)
+        .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
     if found is None:
@@ -555,8 +561,23 @@ def _canonical_ranking(task: Task, assignment: Assignment, choice: str | None, r
     return canonical
 
 
-def _all_tied(ranking: list[int]) -> bool:
-    return len(set(ranking)) == 1
+def _candidates(s: Session, query: Select[tuple[int]]) -> Iterator[int]:
+    """Tasks to try to take a slot of, best first. A batch can fill up while this transaction waits on locks
+    (other annotators taking the same tasks), so a spent batch is followed by a fresh look."""
+    for _ in range(CONCURRENT_RETRIES):
+        batch = s.scalars(query.limit(32)).all()
+        if not batch:
+            return
+        yield from batch
+
+
+def _strength(ranking: list[int], strength: str | None) -> str | None:
+    """Ties have no strength; a pair's preference must have one (it becomes the training margin)."""
+    if len(set(ranking)) == 1:
+        return None
+    if strength is None and len(ranking) == 2:
+        raise InvalidInput("a preference between two responses needs a strength")
+    return strength
 
 
 def _snapshot(a: Annotation) -> dict[str, Any]:

@@ -59,7 +59,6 @@ class Task(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(10))  # pair | ranking
     prompt: Mapped[Any] = mapped_column(JSON)  # a string or chat messages, as uploaded
-    prompt_key: Mapped[str] = mapped_column(String(64), index=True)
     annotators_required: Mapped[int] = mapped_column(Integer)
     # Slots not yet taken by an active or submitted assignment; taken with a conditional UPDATE, which is what keeps
     # concurrent annotators from over-assigning a task on PostgreSQL and SQLite alike.
@@ -131,7 +130,7 @@ class IdempotencyRecord(Base):
     """The stored answer to a call made with an Idempotency-Key, replayed when the call is retried."""
 
     __tablename__ = "idempotency_keys"
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)  # "<lead id>:<their key>"
     scope: Mapped[str] = mapped_column(String(50))
     request_hash: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]]

@@ -85,23 +85,35 @@ class AnnotationInput(Wire):
 
     @model_validator(mode="after")
     def one_answer(self) -> AnnotationInput:
-        if (self.choice is None) == (self.ranking is None):
-            raise ValueError("give exactly one of choice and ranking")
-        if self.ranking is not None and any(r < 1 for r in self.ranking):
-            raise ValueError("ranks start at 1")
+        if self.choice is None and self.ranking is None:
+            raise ValueError("give a choice or a ranking")
+        _check_answer(self.choice, self.ranking)
         if self.choice in ("A", "B") and self.strength is None:
             raise ValueError("a choice of A or B needs a strength")
         return self
 
 
 class AnnotationEdit(Wire):
-    """Fields to change in an annotation, within the edit window; the answer is given as on submission."""
+    """Fields to change in an annotation, within the edit window; the answer is given as on submission. Fields left
+    out or null stay as they are."""
 
     choice: Literal["A", "B", "tie"] | None = None
     ranking: list[int] | None = Field(None, min_length=2, max_length=MAX_RESPONSES)
     strength: Strength | None = None
     rationale: str | None = Field(None, max_length=20_000)
     safety_flag: bool | None = None
+
+    @model_validator(mode="after")
+    def at_most_one_answer(self) -> AnnotationEdit:
+        _check_answer(self.choice, self.ranking)
+        return self
+
+
+def _check_answer(choice: str | None, ranking: list[int] | None) -> None:
+    if choice is not None and ranking is not None:
+        raise ValueError("give a choice or a ranking, not both")
+    if ranking is not None and any(r < 1 for r in ranking):
+        raise ValueError("ranks start at 1")
 
 
 class AnnotationRecord(Wire):

@@ -2,11 +2,13 @@
 results: `AnnotationClient(url, key).create_tasks(samples, idempotency_key=f"step-{step}")`.
 
 Uploads go in chunks, each with its own key derived from the one given, so an upload cut off halfway can simply be
-run again: the chunks already stored are answered from the store and nothing is created twice.
+run again (with the same chunk_size): the chunks already stored are answered from the store and nothing is created
+twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +55,7 @@ class AnnotationClient:
         ids, created, replayed = [], 0, True
         for number, start in enumerate(range(0, len(specs), self.chunk_size)):
             batch = TaskBatch(tasks=specs[start : start + self.chunk_size])
-            headers = {"Idempotency-Key": f"{idempotency_key}:{number}"} if idempotency_key else {}
+            headers = {"Idempotency-Key": _chunk_key(idempotency_key, number)} if idempotency_key else {}
             part = self._call("POST", "/v1/annotation/tasks", TaskBatchResult, batch, headers)
             ids += part.task_ids
             created += 0 if part.replayed else part.created  # a replayed chunk created nothing now
@@ -117,3 +119,9 @@ class AnnotationClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _chunk_key(key: str, number: int) -> str:
+    """The key of one chunk; a long key is hashed so the header stays within the server's 200 characters."""
+    base = key if len(key) <= 160 else hashlib.sha256(key.encode()).hexdigest()
+    return f"{base}:{number}"

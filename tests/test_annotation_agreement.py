@@ -95,7 +95,8 @@ def test_export_majority_margin_strength_and_filters():
     assert list(export_rows([task], ExportFilter(min_annotations=4))) == []
     each = list(export_rows([task], ExportFilter(aggregate="each")))
     assert [(r["chosen"], r["margin"]) for r in each] == [("kind", 0.6667), ("kind", 1.0), ("rude", 0.3333)]
-    assert "preference_strength" not in each[0]
+    assert "preference_strength" not in each[0] and {r["meta"]["agreement"] for r in each} == {0.6667}
+    assert list(export_rows([task], ExportFilter(aggregate="each", min_agreement=0.7))) == []
 
     split = judged(2, ["a", "b"], ("x", [1, 2], "better"), ("y", [2, 1], "better"))
     tied = judged(3, ["a", "b"], ("x", [1, 1], None))

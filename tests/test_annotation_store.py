@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, update
 
 from arbiter.annotation import database
 from arbiter.annotation.store import AnnotationStore, Caller, StorePolicy
-from arbiter.annotation.tables import Annotation, Annotator, AuditEvent, Base, Task
+from arbiter.annotation.tables import Annotation, Annotator, Assignment, AuditEvent, Base, Task
 from arbiter.clients.annotation import AnnotationEdit, AnnotationInput, TaskBatch, TaskSpec
 from arbiter.service.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from tests.databases import fresh_database
@@ -256,3 +256,60 @@ def test_a_restart_loses_nothing(db_url: str):
     assert resumed.task_id == open_view.task_id
     assert [r.text for r in resumed.responses] == [r.text for r in open_view.responses]  # same order as shown
     assert [t.task_id for t in reopened.judged_tasks()] == [done.task_id]
+
+
+def test_a_submission_racing_a_skip_sees_the_skip(db_url: str):
+    """The skip commits while the submission waits for the assignment: the submission must see it (409), not
+    overwrite it and leave the task with one annotator more than it wants."""
+    store = open_store(db_url)
+    lead, a, b = person(store, "lead", "lead"), person(store, "a"), person(store, "b")
+    (task_id,) = store.create_tasks(pairs(1), lead).task_ids
+    store.next_task(a)
+    other = database.open_engine(db_url)  # another server process, skipping on a's behalf
+    with other.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(
+            update(Assignment).where(Assignment.task_id == task_id).values(state="skipped")
+        )  # takes the row lock
+        with ThreadPoolExecutor(1) as pool:
+            racing = pool.submit(store.submit, a, task_id, A_BETTER)
+            time.sleep(0.5)  # the submission is now waiting on the lock
+            connection.execute(update(Task).where(Task.id == task_id).values(open_slots=Task.open_slots + 1))
+            transaction.commit()
+            with pytest.raises(Conflict) as refused:
+                racing.result(timeout=30)
+    other.dispose()
+    assert refused.value.code == "skipped"
+    assert store.next_task(b).task_id == task_id  # the freed slot is b's, and nobody annotated twice
+    store.submit(b, task_id, A_BETTER)
+    assert count(store, Annotation) == 1 and store.counts()[0]["complete"] == 1
+
+
+def test_edits_keep_what_they_do_not_name_and_pairs_need_a_strength(db_url: str):
+    store = open_store(db_url)
+    lead, a = person(store, "lead", "lead"), person(store, "a")
+    first, second = store.create_tasks(pairs(2), lead).task_ids
+    store.next_task(a)
+    with pytest.raises(InvalidInput):
+        store.submit(a, first, AnnotationInput(ranking=[1, 2]))  # a pair's preference without a strength
+    record = store.submit(a, first, AnnotationInput(ranking=[2, 2]))  # a tie needs none
+    assert record.strength is None and record.choice == "tie"
+    flagged = store.edit(a, record.id, AnnotationEdit(safety_flag=True))
+    kept = store.edit(a, record.id, AnnotationEdit.model_validate({"safety_flag": None, "rationale": "both fine"}))
+    assert flagged.safety_flag and kept.safety_flag and kept.rationale == "both fine"
+    with pytest.raises(InvalidInput):
+        store.edit(a, record.id, AnnotationEdit(choice="A"))  # from a tie to a preference: say how strong
+    assert (
+        store.edit(a, record.id, AnnotationEdit(choice="A", strength="slightly_better")).strength == "slightly_better"
+    )
+    store.next_task(a)
+    assert store.submit(a, second, AnnotationInput(choice="B", strength="better")).choice == "B"
+
+
+def test_idempotency_keys_belong_to_their_lead(db_url: str):
+    store = open_store(db_url)
+    one, two = person(store, "one", "lead"), person(store, "two", "lead")
+    mine = store.create_tasks(pairs(2), one, idempotency_key="nightly")
+    theirs = store.create_tasks(pairs(2), two, idempotency_key="nightly")
+    assert not theirs.replayed and set(theirs.task_ids).isdisjoint(mine.task_ids)
+    assert store.create_tasks(pairs(2), two, idempotency_key="nightly").task_ids == theirs.task_ids

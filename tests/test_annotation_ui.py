@@ -193,8 +193,9 @@ def test_hostile_text_is_shown_never_run(browser, site: Site, screenshots: Path)
     page.get_by_text("click me", exact=False).first.click()
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None
-    csp = httpx.get(site.server.url + "/annotate").headers["content-security-policy"]
-    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    for path in ("/annotate", "/annotate/static/annotate.html", "/annotate/static/annotate.js"):
+        csp = httpx.get(site.server.url + path).headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert page.problems == []
     page.close()
 

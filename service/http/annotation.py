@@ -3,13 +3,13 @@ with `Authorization: Bearer <key>`; leads (role `lead`) also upload tasks, add a
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run time, and `Me` is local.
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from arbiter.annotation.export import ExportFilter
+from arbiter.annotation.export import ExportFilter, utc
 from arbiter.annotation.store import Caller
 from arbiter.clients.annotation import (
     AnnotationEdit,
@@ -95,7 +95,7 @@ def annotation_routes(service: AnnotationService) -> APIRouter:
     ) -> Response:
         """Preference rows as `arbiter train --data` reads them, one JSON object a line."""
         where = ExportFilter(
-            _utc(since), _utc(until), policy_version, min_annotations, min_agreement, include_flagged, aggregate
+            utc(since), utc(until), policy_version, min_annotations, min_agreement, include_flagged, aggregate
         )
         rows = await service.export(who, where)
         body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -111,9 +111,3 @@ def annotation_routes(service: AnnotationService) -> APIRouter:
         return await service.audit(who, limit, before)
 
     return router
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)

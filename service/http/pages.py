@@ -5,10 +5,12 @@ could not run."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = {
@@ -19,6 +21,15 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class SecureStaticFiles(StaticFiles):
+    """The page assets, with the pages' headers (the HTML files are reachable here too)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
 
 def install_pages(app: FastAPI) -> None:
@@ -33,4 +44,4 @@ def install_pages(app: FastAPI) -> None:
         return FileResponse(STATIC / "overview.html", headers=SECURITY_HEADERS)
 
     app.include_router(router)
-    app.mount("/annotate/static", StaticFiles(directory=STATIC), name="annotate-static")
+    app.mount("/annotate/static", SecureStaticFiles(directory=STATIC), name="annotate-static")

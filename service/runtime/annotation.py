@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from arbiter.annotation.export import ExportFilter, export_rows
+from arbiter.annotation.export import ExportFilter, export, export_rows
 from arbiter.annotation.stats import annotation_stats
 from arbiter.annotation.store import AnnotationStore, Caller, StorePolicy
 from arbiter.clients.annotation import (
@@ -113,7 +113,7 @@ class AnnotationService:
         lead.require_lead()
 
         def work(store: AnnotationStore) -> list[dict[str, object]]:
-            rows = list(export_rows(store.judged_tasks(where.since, where.until, where.policy_version), where))
+            rows = export(store, where)
             store.record(lead, "annotations.export", f"rows:{len(rows)}", _filter_data(where))
             return rows
 

@@ -128,7 +128,7 @@ class RewardService:
 
     def models(self) -> ModelList:
         default = self.registry.default_name
-        return ModelList(models=[m.info(name == default) for name, m in self.registry.models.items()])
+        return ModelList(models=[m.info(name == default) for name, m in list(self.registry.models.items())])
 
     def model(self, name: str) -> ModelList:
         return ModelList(models=[self.registry.get(name).info(name == self.registry.default_name)])

@@ -82,7 +82,7 @@ class Runtime:
         await asyncio.to_thread(model.batcher.close)  # runs what is still queued, then stops
 
     def refresh_gauges(self) -> None:
-        for name, model in self.registry.models.items():
+        for name, model in list(self.registry.models.items()):  # a model may be loading in a thread
             self.metrics.queue_depth.labels(name).set(model.batcher.depth)
         if self.judging is not None:
             self.judging.refresh_gauges()

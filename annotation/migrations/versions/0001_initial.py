@@ -32,7 +32,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "idempotency_keys",
-        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=250), nullable=False),
         sa.Column("scope", sa.String(length=50), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("response", sa.JSON(), nullable=False),
@@ -61,7 +61,6 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=10), nullable=False),
         sa.Column("prompt", sa.JSON(), nullable=False),
-        sa.Column("prompt_key", sa.String(length=64), nullable=False),
         sa.Column("annotators_required", sa.Integer(), nullable=False),
         sa.Column("open_slots", sa.Integer(), nullable=False),
         sa.Column("submitted", sa.Integer(), nullable=False),
@@ -78,7 +77,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("external_id"),
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_tasks_prompt_key"), ["prompt_key"], unique=False)
         batch_op.create_index("ix_tasks_queue", ["open_slots", "priority", "id"], unique=False)
 
     op.create_table(
@@ -165,7 +163,6 @@ def downgrade() -> None:
     op.drop_table("assignments")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_index("ix_tasks_queue")
-        batch_op.drop_index(batch_op.f("ix_tasks_prompt_key"))
 
     op.drop_table("tasks")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:

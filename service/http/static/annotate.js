@@ -94,11 +94,18 @@
     busy = true;
     refresh();
     try {
-      await work();
-      await next();
-      $("status").textContent = message;
-    } catch (error) {
-      $("status").textContent = `Not saved: ${error.message}`;
+      try {
+        await work();
+      } catch (error) {
+        $("status").textContent = `Not saved: ${error.message}`;
+        return;
+      }
+      try {
+        await next();
+        $("status").textContent = message;
+      } catch (error) {
+        $("status").textContent = `${message} The next task did not load: ${error.message}`;
+      }
     } finally {
       busy = false;
       refresh();
