@@ -158,6 +158,22 @@ class AnnotationStore:
             raise Conflict("annotator_exists", f"an annotator named {name!r} exists") from exc
         return AnnotatorCreated(id=annotator.id, name=name, role=role, key=key)
 
+    def service_account(self, name: str) -> Caller:
+        """A lead standing for an API key (its requests are audited under `name`); made on first use, with no
+        key of its own."""
+        with self._transaction(read=True) as s:
+            found = s.scalars(select(Annotator).where(Annotator.name == name)).first()
+        if found is None:
+            try:
+                with self._transaction() as s:
+                    found = Annotator(name=name, role="lead", key_hash=key_hash(new_key()))
+                    s.add(found)
+                    s.flush()
+                    _audit(s, None, "annotator.create", f"annotator:{found.id}", {"name": name, "role": "lead"})
+            except IntegrityError:  # made by a concurrent first request
+                return self.service_account(name)
+        return Caller(found.id, found.name, found.role)  # type: ignore[arg-type]
+
     def authenticate(self, key: str | None) -> Caller:
         if not key:
             raise Unauthorized("give your annotator key as 'Authorization: Bearer <key>'")

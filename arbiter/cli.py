@@ -9,6 +9,7 @@ from pathlib import Path
 from arbiter import __version__
 from arbiter.annotation.cli import add_parsers as add_annotation_parsers
 from arbiter.cli_options import add_model_flags, given_flags
+from arbiter.service.access.cli import add_parsers as add_key_parsers
 
 DESCRIPTION = """Arbiter: reward models for RLHF.
 
@@ -20,6 +21,7 @@ DESCRIPTION = """Arbiter: reward models for RLHF.
   arbiter eval-judge --data prefs.jsonl                               measure the judge against human labels
   arbiter annotators add alice --role lead                            add a lead to the preference store
   arbiter annotations export --out prefs.jsonl                        human annotations -> training data
+  arbiter keys new trainer-1 --scopes score,judge                     an API key and its entry for the key file
 """
 
 
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     _label_parser(commands)
     _eval_judge_parser(commands)
     add_annotation_parsers(commands)
+    add_key_parsers(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -7,12 +7,14 @@ import types
 import typing
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 
 def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     """One --flag per field; every default is None so that only flags the user gave override the config."""
     for name, field in model.model_fields.items():
+        if SecretStr in (field.annotation, *typing.get_args(field.annotation)):
+            continue  # a secret comes from the file or the environment: flags show in `ps`
         flag = "--" + name.replace("_", "-")
         default = field.default if field.default_factory is None else field.default_factory()
         text = (field.description or "").strip()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -70,6 +71,9 @@ def chunks(count: int, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
+API_KEY_ENV = "ARBITER_API_KEY"
+
+
 class AsyncRewardClient:
     def __init__(
         self,
@@ -82,10 +86,14 @@ class AsyncRewardClient:
         max_concurrency: int = 8,
         on_failure: OnFailure = "raise",
         headers: dict[str, str] | None = None,
+        api_key: str | None = None,
         transport: Transport | None = None,
     ) -> None:
         if chunk_size < 1 or max_concurrency < 1:
             raise ValueError("chunk_size and max_concurrency must be at least 1")
+        api_key = api_key or os.environ.get(API_KEY_ENV)  # trainers' adapters pick it up without a flag
+        if api_key:
+            headers = {**(headers or {}), "Authorization": f"Bearer {api_key}"}
         self.url, self.model, self.timeout = url, model, timeout
         self.retry = retry or Retry()
         self.chunk_size, self.max_concurrency, self.on_failure = chunk_size, max_concurrency, on_failure

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Codes worth another try later: the server was busy or not up yet, or the connection failed.
-RETRYABLE_CODES = frozenset({"queue_full", "not_ready", "unavailable", "store_unavailable"})
+RETRYABLE_CODES = frozenset({"queue_full", "rate_limited", "not_ready", "unavailable", "store_unavailable"})
 
 
 class RewardServerError(Exception):

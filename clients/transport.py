@@ -22,7 +22,10 @@ Method = Literal["score", "compare", "rank", "models", "reward"]
 # gRPC status -> the HTTP status of the same meaning (what RewardServerError.status reports).
 GRPC_TO_HTTP = {
     "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
     "NOT_FOUND": 404,
+    "FAILED_PRECONDITION": 409,
     "RESOURCE_EXHAUSTED": 429,
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,

@@ -83,3 +83,9 @@ class StoreUnavailable(ArbiterError):
     """The preference store's database cannot be reached; scoring is unaffected."""
 
     status, grpc_status, code = 503, "UNAVAILABLE", "store_unavailable"
+
+
+class RateLimited(ArbiterError):
+    """This caller's token bucket is empty; Retry-After says when it has one again."""
+
+    status, grpc_status, code = 429, "RESOURCE_EXHAUSTED", "rate_limited"

@@ -45,15 +45,16 @@ async def run_server(settings: ServerSettings) -> None:
         loading.cancel()
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
+        await runtime.access.aclose()
         runtime.close()
 
 
 def _reload(runtime: Runtime) -> None:
     with contextlib.suppress(ArbiterError):  # already logged with the reasons; the specs in force stay
-        runtime.pipelines.reload()
+        runtime.reload()
 
 
 def serve(settings: ServerSettings) -> None:
     logs.configure(settings.log_level)
-    log.info("starting", extra={"settings": settings.model_dump()})
+    log.info("starting", extra={"settings": settings.loggable()})
     asyncio.run(run_server(settings))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,9 +73,28 @@ class ServerSettings(BaseSettings):
     annotators_per_task: int = Field(1, ge=1, description="annotations wanted per task unless its upload says")
     assignment_ttl_s: float = Field(1800.0, gt=0, description="seconds before an abandoned assignment is freed")
     annotation_edit_window_s: float = Field(900.0, ge=0, description="seconds an annotator may edit a submission")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys required: on, off, or auto (off when host is loopback, on otherwise)"
+    )
+    api_keys_file: str | None = Field(None, description="a YAML/JSON file of API keys (hashes, scopes, limits)")
+    api_keys: SecretStr | None = Field(None, description="the same list as text, e.g. from a Secret")
+    rate_limit_rps: float = Field(0.0, ge=0, description="requests/s per key (or per client with auth off); 0: none")
+    rate_limit_burst: int = Field(0, ge=0, description="requests at once per key (0: twice the rate)")
+    redis_url: str | None = Field(None, description="redis://host:6379/0 to share rate limits between replicas")
+    cors_origins: list[str] = Field(default_factory=list, description="origins browsers may call from")
     annotation_rm_pairs: int = Field(
         500, ge=0, description="latest human preferences scored by the reward model for the agreement statistic"
     )
+
+    def loggable(self) -> dict[str, object]:
+        """The settings as the start-up log shows them: secrets masked, passwords out of URLs."""
+        from sqlalchemy.engine import make_url
+
+        shown = self.model_dump()
+        for name in ("annotation_db", "redis_url"):
+            if shown[name]:
+                shown[name] = make_url(shown[name]).render_as_string(hide_password=True)
+        return shown
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> ServerSettings:

@@ -19,6 +19,8 @@ from arbiter.clients import protocol as wire
 from arbiter.clients.v1 import reward_pb2 as pb
 from arbiter.clients.v1 import reward_pb2_grpc
 from arbiter.service import logs
+from arbiter.service.access.control import bearer_token
+from arbiter.service.access.keys import Scope
 from arbiter.service.errors import ArbiterError, InvalidInput, validation_details
 from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
@@ -41,6 +43,15 @@ def error_body(error: ArbiterError) -> str:
     return json.dumps(body.model_dump(exclude_none=True))
 
 
+async def _abort(context: grpc.aio.ServicerContext, error: ArbiterError) -> None:
+    """Ends the call with the error's status; the HTTP face's JSON body travels in the trailing metadata."""
+    trailing = [("arbiter-error", error_body(error))]
+    if error.retry_after:
+        trailing.append(("retry-after", str(max(1, round(error.retry_after)))))
+    context.set_trailing_metadata(tuple(trailing))
+    await context.abort(getattr(grpc.StatusCode, error.grpc_status), error.message)
+
+
 class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime, self.rewards, self.metrics = runtime, runtime.rewards, runtime.metrics
@@ -55,12 +66,13 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     ) -> Message:
         """Request id, metrics and the log line as the HTTP middleware does them; errors as status + body."""
         route = f"/{SERVICE}/{method}"
-        given = dict(context.invocation_metadata() or ()).get("x-request-id", "")
-        rid = str(given)[:128] or uuid.uuid4().hex
+        metadata = dict(context.invocation_metadata() or ())
+        rid = str(metadata.get("x-request-id", ""))[:128] or uuid.uuid4().hex
         token = logs.request_id.set(rid)
         await context.send_initial_metadata((("x-request-id", rid),))
         started, status = time.perf_counter(), "OK"
         try:
+            await self._admit(context, "judge" if method == "Judge" else "score")
             request = grpc_codec.from_proto(message, request_type) if request_type else None
             return grpc_codec.to_proto(await handle(request))
         except asyncio.CancelledError:
@@ -69,11 +81,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         except Exception as exc:
             error = as_arbiter_error(exc)
             status = error.grpc_status
-            trailing = [("arbiter-error", error_body(error))]
-            if error.retry_after:
-                trailing.append(("retry-after", str(max(1, round(error.retry_after)))))
-            context.set_trailing_metadata(tuple(trailing))
-            await context.abort(getattr(grpc.StatusCode, status), error.message)
+            await _abort(context, error)
             raise  # abort raises; this line satisfies the type checker
         finally:
             seconds = time.perf_counter() - started
@@ -81,6 +89,10 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             self.metrics.latency.labels(route).observe(seconds)
             log.info("request", extra={"route": route, "status": status, "ms": round(1e3 * seconds, 2)})
             logs.request_id.reset(token)
+
+    async def _admit(self, context: grpc.aio.ServicerContext, scope: Scope) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        await self.runtime.access.admit(bearer_token(str(metadata.get("authorization", ""))), scope, context.peer())
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         return await self._unary("Score", request, context, wire.ScoreRequest, self.rewards.score)  # type: ignore[arg-type,return-value]
@@ -114,6 +126,11 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         """Each request is scored as soon as it arrives, concurrently with the others; answers go out in the
         order they finish. A bad request gets an error answer, and the stream goes on."""
         route = f"/{SERVICE}/ScoreStream"
+        try:
+            await self._admit(context, "score")  # once for the stream
+        except ArbiterError as error:
+            self.metrics.requests.labels(route, error.grpc_status).inc()
+            await _abort(context, error)
         answers: asyncio.Queue[pb.ScoreStreamResponse | None] = asyncio.Queue()
         in_flight: set[asyncio.Task[None]] = set()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,7 +30,7 @@ from arbiter.clients.protocol import (
 )
 from arbiter.service.http import errors
 from arbiter.service.http.annotation import annotation_routes
-from arbiter.service.http.middleware import BodyLimit, RequestContext
+from arbiter.service.http.middleware import AccessCheck, BodyLimit, RequestContext
 from arbiter.service.http.pages import install_pages
 from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
@@ -88,8 +89,8 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
 
     @app.post("/v1/admin/reload", response_model=RewardSpecList)
     async def reload() -> RewardSpecList:
-        """Reloads the reward specs (as SIGHUP does); a failing reload keeps the specs in force (400)."""
-        return runtime.pipelines.reload()
+        """Reloads the API keys and the reward specs (as SIGHUP does); what fails keeps what is in force (400)."""
+        return runtime.reload()
 
     @app.post("/v1/admin/models", response_model=ModelList)
     async def load_model(request: LoadModelRequest) -> ModelList:
@@ -121,5 +122,14 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     app.include_router(annotation_routes(runtime.annotation))
     install_pages(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessCheck, access=runtime.access)
     app.add_middleware(RequestContext, metrics=runtime.metrics)
+    if settings.cors_origins:  # outermost, so refusals carry the CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
     return app

@@ -1,4 +1,4 @@
-"""Small ASGI middlewares: request ids, metrics and the body-size limit."""
+"""Small ASGI middlewares: request ids, metrics, access (keys, scopes, rate limits) and the body-size limit."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import logging
 import time
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as Scope_
 
 from arbiter.service import logs
+from arbiter.service.access.control import AccessControl, bearer_token
+from arbiter.service.access.keys import Scope
+from arbiter.service.errors import ArbiterError
 from arbiter.service.metrics import Metrics
 
 log = logging.getLogger("arbiter.http")
@@ -22,7 +26,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -52,13 +56,67 @@ class RequestContext:
             logs.request_id.reset(token)
 
 
+OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/annotate")
+ANNOTATION = "/v1/annotation/"
+
+
+def scope_of(path: str) -> Scope | None:
+    """What a route needs; None for the open ones (probes, metrics, API docs, the annotation pages' files)."""
+    if path.startswith(OPEN_PREFIXES):
+        return None
+    if path.startswith("/v1/admin/"):
+        return "admin"
+    if path.startswith(("/v1/judge", "/v1/constitutions")):
+        return "judge"
+    if path.startswith(ANNOTATION):
+        return "annotate"
+    return "score"
+
+
+class AccessCheck:
+    """401/403/429 before any work. Annotation routes also take annotators' own keys (the preference store checks
+    those), so there an unknown key is passed on, rate-limited under its hash."""
+
+    def __init__(self, app: ASGIApp, access: AccessControl) -> None:
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        needed = scope_of(scope["path"]) if scope["type"] == "http" else None
+        if needed is None or scope["method"] == "OPTIONS":  # CORS preflights carry no key
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        bearer = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        client = (scope.get("client") or ("unknown", 0))[0]
+        try:
+            if needed == "annotate" and self.access.key(bearer) is None:
+                await self.access.limit(f"annotator:{logs.fingerprint(bearer or client)}", None)
+            else:
+                await self.access.admit(bearer, needed, client)
+        except ArbiterError as error:
+            await _refuse(send, error)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, error: ArbiterError) -> None:
+    body = json.dumps({"error": {"code": error.code, "message": error.message, "details": error.details}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if error.retry_after:
+        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    if error.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimit:
     """413 for bodies over the limit, by Content-Length up front or by counting a streamed body."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

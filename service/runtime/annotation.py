@@ -32,6 +32,7 @@ from arbiter.clients.annotation import (
     TaskView,
 )
 from arbiter.clients.protocol import ComparePair, CompareRequest
+from arbiter.service.access.control import AccessControl
 from arbiter.service.errors import ArbiterError, NotFound, StoreUnavailable
 from arbiter.service.runtime.rewards import RewardService
 from arbiter.service.settings import ServerSettings
@@ -41,8 +42,8 @@ T = TypeVar("T")
 
 
 class AnnotationService:
-    def __init__(self, settings: ServerSettings, rewards: RewardService) -> None:
-        self.settings, self.rewards = settings, rewards
+    def __init__(self, settings: ServerSettings, rewards: RewardService, access: AccessControl) -> None:
+        self.settings, self.rewards, self.access = settings, rewards, access
         self.policy = StorePolicy(
             annotators_per_task=settings.annotators_per_task,
             assignment_ttl=timedelta(seconds=settings.assignment_ttl_s),
@@ -80,6 +81,11 @@ class AnnotationService:
                 await self._call(lambda store: store)
 
     async def caller(self, key: str | None) -> Caller:
+        """An annotator by their own key, or an API key with the annotate scope acting as a lead (a trainer
+        uploading its samples, say); the access check already refused such a key without the scope."""
+        service = self.access.key(key)
+        if service is not None:
+            return await self._call(lambda store: store.service_account(f"key:{service.name}"))
         return await self._call(lambda store: store.authenticate(key))
 
     async def add_annotator(self, lead: Caller, request: AnnotatorCreate) -> AnnotatorCreated:

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from arbiter.bundle import BundleError
-from arbiter.clients.protocol import LoadModelRequest, ModelList
+from arbiter.clients.protocol import LoadModelRequest, ModelList, RewardSpecList
 from arbiter.judge.constitution import ConstitutionError
+from arbiter.service.access.control import AccessControl
 from arbiter.service.errors import InvalidInput
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.annotation import AnnotationService
@@ -37,7 +38,10 @@ class Runtime:
             log.error("judge not set up; the server stays not ready", extra={"reason": message})
         self.rewards = RewardService(settings, self.registry, self.metrics, self.judging)
         self.pipelines = RewardPipelines(settings, self.registry, self.judging, self.metrics)
-        self.annotation = AnnotationService(settings, self.rewards)
+        self.access = AccessControl(settings)
+        if self.access.error:
+            self.registry.failures["api_keys"] = self.access.error
+        self.annotation = AnnotationService(settings, self.rewards, self.access)
         self._on_loaded: list[Callable[[bool], object]] = []
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -80,6 +84,13 @@ class Runtime:
     async def _retire(self, model: ServedModel) -> None:
         await asyncio.sleep(RETIRE_AFTER_S)
         await asyncio.to_thread(model.batcher.close)  # runs what is still queued, then stops
+
+    def reload(self) -> RewardSpecList:
+        """SIGHUP and POST /v1/admin/reload: the API keys and the reward specs read again. What fails to load
+        keeps what was in force (400)."""
+        self.access.reload()
+        self.registry.failures.pop("api_keys", None)
+        return self.pipelines.reload()
 
     def refresh_gauges(self) -> None:
         for name, model in list(self.registry.models.items()):  # a model may be loading in a thread
