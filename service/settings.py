@@ -82,6 +82,10 @@ class ServerSettings(BaseSettings):
     rate_limit_burst: int = Field(0, ge=0, description="requests at once per key (0: twice the rate)")
     redis_url: str | None = Field(None, description="redis://host:6379/0 to share rate limits between replicas")
     cors_origins: list[str] = Field(default_factory=list, description="origins browsers may call from")
+    shutdown_drain_s: float = Field(
+        0.0, ge=0, description="on SIGTERM: seconds of serving while not ready, for load balancers to notice"
+    )
+    shutdown_grace_s: float = Field(30.0, gt=0, description="then: seconds for requests in flight to finish")
     annotation_rm_pairs: int = Field(
         500, ge=0, description="latest human preferences scored by the reward model for the agreement statistic"
     )

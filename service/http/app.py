@@ -107,6 +107,9 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        if runtime.shutting_down:
+            body = {"error": {"code": "shutting_down", "message": "draining before shutdown"}}
+            return JSONResponse(body, status_code=503)
         registry = runtime.registry
         if registry.ready:
             return JSONResponse({"status": "ready", "models": sorted(registry.models)})

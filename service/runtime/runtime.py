@@ -43,7 +43,8 @@ class Runtime:
             self.registry.failures["api_keys"] = self.access.error
         self.annotation = AnnotationService(settings, self.rewards, self.access)
         self._on_loaded: list[Callable[[bool], object]] = []
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[None]] = set()
+        self.shutting_down = False
 
     def on_loaded(self, callback: Callable[[bool], object]) -> None:
         """Called with `ready` once loading ends (the gRPC health service listens here)."""
@@ -76,9 +77,7 @@ class Runtime:
             self.registry.default_name = model.name
         self.metrics.load_seconds.labels(model.name).set(self.registry.load_seconds[model.name])
         if replaced is not None:
-            task = asyncio.create_task(self._retire(replaced))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._keep(asyncio.create_task(self._retire(replaced)))
         return self.rewards.models()
 
     async def _retire(self, model: ServedModel) -> None:
@@ -91,6 +90,19 @@ class Runtime:
         self.access.reload()
         self.registry.failures.pop("api_keys", None)
         return self.pipelines.reload()
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns false on both faces (/readyz, the gRPC health service) while requests still run."""
+        self.shutting_down = True
+        for callback in self._on_loaded:
+            result = callback(False)
+            if asyncio.iscoroutine(result):
+                self._keep(asyncio.ensure_future(result))
+
+    def _keep(self, task: asyncio.Future[None]) -> None:
+        """Holds a background task until it is done (the loop keeps only weak references)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def refresh_gauges(self) -> None:
         for name, model in list(self.registry.models.items()):  # a model may be loading in a thread
