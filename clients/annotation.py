@@ -8,7 +8,7 @@ or a full ranking of the labels they saw. Strength follows Llama 2's four-level 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -30,9 +30,9 @@ class Candidate(Wire):
 
 class TaskSpec(Wire):
     prompt: Prompt
-    responses: list[Candidate | str] = Field(min_length=2, max_length=MAX_RESPONSES)
+    responses: list[Candidate | Annotated[str, Field(min_length=1)]] = Field(min_length=2, max_length=MAX_RESPONSES)
     annotators: int | None = Field(None, ge=1, le=50, description="annotations wanted (the server's default if none)")
-    priority: int = Field(0, description="higher is shown first")
+    priority: int = Field(0, ge=-(2**31), lt=2**31, description="higher is shown first")
     external_id: str | None = Field(
         None, max_length=200, description="your id for it: a task with an id already stored is not created again"
     )
@@ -81,7 +81,7 @@ class AnnotationInput(Wire):
     strength: Strength | None = Field(None, description="how much better the preferred response is (Llama 2 scale)")
     rationale: str | None = Field(None, max_length=20_000)
     safety_flag: bool = Field(False, description="a response is unsafe, whatever the preference")
-    time_spent_ms: int | None = Field(None, ge=0)
+    time_spent_ms: int | None = Field(None, ge=0, lt=2**31)
 
     @model_validator(mode="after")
     def one_answer(self) -> AnnotationInput:

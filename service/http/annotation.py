@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from arbiter.annotation.export import ExportFilter, utc
@@ -27,6 +27,8 @@ from arbiter.clients.annotation import (
 from arbiter.service.runtime.annotation import AnnotationService
 
 NDJSON = "application/x-ndjson"
+MAX_ID = 2**31 - 1  # the store's INTEGER ids: a larger one is a 422, not an overflow in the database
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def annotation_routes(service: AnnotationService) -> APIRouter:
@@ -46,7 +48,12 @@ def annotation_routes(service: AnnotationService) -> APIRouter:
     async def add_annotator(who: Me, request: AnnotatorCreate) -> AnnotatorCreated:
         return await service.add_annotator(who, request)
 
-    @router.post("/tasks", response_model=TaskBatchResult, status_code=201)
+    @router.post(
+        "/tasks",
+        response_model=TaskBatchResult,
+        status_code=201,
+        responses={200: {"model": TaskBatchResult, "description": "the stored answer to a retried upload"}},
+    )
     async def create_tasks(
         who: Me,
         batch: TaskBatch,
@@ -66,12 +73,17 @@ def annotation_routes(service: AnnotationService) -> APIRouter:
         return view if view is not None else Response(status_code=204)
 
     @router.post("/tasks/{task_id}/skip", status_code=204)
-    async def skip(who: Me, task_id: int) -> Response:
+    async def skip(who: Me, task_id: RowId) -> Response:
         await service.skip(who, task_id)
         return Response(status_code=204)
 
-    @router.post("/tasks/{task_id}/annotations", response_model=AnnotationRecord, status_code=201)
-    async def submit(who: Me, task_id: int, answer: AnnotationInput, response: Response) -> AnnotationRecord:
+    @router.post(
+        "/tasks/{task_id}/annotations",
+        response_model=AnnotationRecord,
+        status_code=201,
+        responses={200: {"model": AnnotationRecord, "description": "this answer was stored already"}},
+    )
+    async def submit(who: Me, task_id: RowId, answer: AnnotationInput, response: Response) -> AnnotationRecord:
         """Stores your answer (201); sending the same answer again returns it (200) and stores nothing."""
         record = await service.submit(who, task_id, answer)
         if record.replayed:
@@ -79,7 +91,7 @@ def annotation_routes(service: AnnotationService) -> APIRouter:
         return record
 
     @router.patch("/annotations/{annotation_id}", response_model=AnnotationRecord)
-    async def edit(who: Me, annotation_id: int, change: AnnotationEdit) -> AnnotationRecord:
+    async def edit(who: Me, annotation_id: RowId, change: AnnotationEdit) -> AnnotationRecord:
         return await service.edit(who, annotation_id, change)
 
     @router.get("/export", response_class=Response, responses={200: {"content": {NDJSON: {}}}})
@@ -107,7 +119,11 @@ def annotation_routes(service: AnnotationService) -> APIRouter:
         return await service.stats(who, model)
 
     @router.get("/audit", response_model=AuditLog)
-    async def audit(who: Me, limit: Annotated[int, Query(ge=1, le=1000)] = 100, before: int | None = None) -> AuditLog:
+    async def audit(
+        who: Me,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    ) -> AuditLog:
         return await service.audit(who, limit, before)
 
     return router

@@ -117,7 +117,7 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
         body = {"error": {"code": "not_ready", "message": f"models {reason}", "details": registry.failures}}
         return JSONResponse(body, status_code=503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics() -> Response:
         runtime.refresh_gauges()
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
