@@ -21,7 +21,7 @@ COPY annotation/ annotation/
 RUN /opt/arbiter/bin/pip install ".[serve]"
 
 FROM ${BASE_IMAGE} AS serve
-ARG TINI_VERSION=0.19.0-1
+ARG TINI_VERSION=0.19.0-1+b3
 RUN apt-get update \
     && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" \
     && rm -rf /var/lib/apt/lists/* \

@@ -100,7 +100,8 @@ class AccessCheck:
 
 
 async def _refuse(send: Send, error: ArbiterError) -> None:
-    body = json.dumps({"error": {"code": error.code, "message": error.message, "details": error.details}}).encode()
+    detail = {"code": error.code, "message": error.message, "details": error.details}
+    body = json.dumps({"error": {k: v for k, v in detail.items() if v is not None}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if error.retry_after:
         headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
