@@ -79,3 +79,14 @@ def running_server(log_dir: Path, *flags: str, wait_ready: bool = True) -> Itera
     env = {"ARBITER_ANNOTATION_DB": f"sqlite:///{log_dir / f'annotations-{port}.sqlite'}"}
     with server_process(command, log, url + ("/readyz" if wait_ready else "/healthz"), env=env) as process:
         yield RunningServer(url, f"grpc://127.0.0.1:{grpc_port}", process, log)
+
+
+def add_annotator(db: str, name: str, role: str = "annotator") -> str:
+    """`arbiter annotators add` against the store at `db` (how the first lead is made); returns the key."""
+    done = subprocess.run(
+        [sys.executable, "-m", "arbiter.cli", "annotators", "add", name, "--role", role, "--db", db],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.server import RunningServer, running_server
+from tests.server import RunningServer, add_annotator, running_server
 
 CHROMIUM = os.environ.get("ARBITER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # As root and on a closed network: no sandbox, and none of Chromium's own background connections.
@@ -77,12 +75,7 @@ class Site:
 def site(bundle_dir: Path, tmp_path: Path) -> Iterator[Site]:
     """A server with an empty store of its own, so each page test sees only its own tasks."""
     db = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
-    lead = subprocess.run(
-        [sys.executable, "-m", "arbiter.cli", "annotators", "add", "lead", "--role", "lead", "--db", db],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    lead = add_annotator(db, "lead", "lead")
     flags = ["--bundles", f"rm={bundle_dir}", "--annotation-db", db, "--judge-backend", "off", "--grpc-port", "0"]
     with running_server(tmp_path, *flags) as server:
         yield Site(server, db, lead)

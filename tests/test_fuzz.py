@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import running_server
+from tests.server import add_annotator, running_server
 
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
 
@@ -20,12 +20,7 @@ CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance
 @pytest.mark.slow
 def test_no_server_errors_and_answers_as_documented(bundle_dir: Path, tmp_path: Path):
     db = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
-    lead = subprocess.run(
-        [sys.executable, "-m", "arbiter.cli", "annotators", "add", "lead", "--role", "lead", "--db", db],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    lead = add_annotator(db, "lead", "lead")
     flags = ["--bundles", f"rm={bundle_dir}", "--annotation-db", db, "--judge-backend", "off", "--grpc-port", "0"]
     report = tmp_path / "schemathesis.json"
     with running_server(tmp_path, *flags, "--max-items", "64") as server:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ import pytest
 
 from arbiter.clients import AnnotationClient, RewardServerError
 from tests.databases import fresh_database
-from tests.server import RunningServer, running_server
+from tests.server import RunningServer, add_annotator, running_server
 
 
 @dataclass
@@ -36,21 +34,11 @@ class Annotating:
         return r.json()["key"]
 
 
-def add_with_cli(db: str, name: str, role: str = "annotator") -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "arbiter.cli", "annotators", "add", name, "--role", role, "--db", db],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def annotating(request, bundle_dir: Path, tmp_path_factory) -> Iterator[Annotating]:
     folder = tmp_path_factory.mktemp(f"annotation-{request.param}")
     with fresh_database(request.param, folder) as db:
-        lead = add_with_cli(db, "lead", "lead")  # the first lead comes from the command line
+        lead = add_annotator(db, "lead", "lead")  # the first lead comes from the command line
         flags = ["--bundles", f"rm={bundle_dir}", "--annotation-db", db, "--judge-backend", "off"]
         with running_server(folder, *flags) as server:
             yield Annotating(server, db, lead)
@@ -233,7 +221,7 @@ def db(request, tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_server_killed_mid_session_loses_nothing(db: str, bundle_dir: Path, tmp_path: Path):
-    lead = add_with_cli(db, "lead", "lead")
+    lead = add_annotator(db, "lead", "lead")
     flags = ["--bundles", f"rm={bundle_dir}", "--annotation-db", db, "--judge-backend", "off", "--grpc-port", "0"]
     with running_server(tmp_path, *flags) as server:
         a = Annotating(server, db, lead)
