@@ -20,11 +20,20 @@ def error_response(status: int, code: str, message: str, details: object = None,
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
+def arbiter_error_response(exc: ArbiterError) -> JSONResponse:
+    """An ArbiterError as the HTTP face answers it, from a route or from a middleware (JSONResponse is an ASGI app)."""
+    headers = {}
+    if exc.retry_after:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(exc.status, exc.code, exc.message, exc.details, headers or None)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ArbiterError)
     async def arbiter_error(_: Request, exc: ArbiterError) -> JSONResponse:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
-        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+        return arbiter_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:

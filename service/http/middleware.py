@@ -14,6 +14,7 @@ from arbiter.service import logs
 from arbiter.service.access.control import AccessControl, bearer_token
 from arbiter.service.access.keys import Scope
 from arbiter.service.errors import ArbiterError
+from arbiter.service.http.errors import arbiter_error_response
 from arbiter.service.metrics import Metrics
 
 log = logging.getLogger("arbiter.http")
@@ -94,21 +95,9 @@ class AccessCheck:
             else:
                 await self.access.admit(bearer, needed, client)
         except ArbiterError as error:
-            await _refuse(send, error)
+            await arbiter_error_response(error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, error: ArbiterError) -> None:
-    detail = {"code": error.code, "message": error.message, "details": error.details}
-    body = json.dumps({"error": {k: v for k, v in detail.items() if v is not None}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if error.retry_after:
-        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
-    if error.status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:
