@@ -52,7 +52,7 @@ from arbiter.clients.annotation import (
 )
 from arbiter.clients.annotation import AuditEvent as AuditEventView
 from arbiter.clients.protocol import plain_prompt
-from arbiter.service.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unauthorized
+from arbiter.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unauthorized
 
 T = TypeVar("T")
 CONCURRENT_RETRIES = 3  # a unique-key race lost to another transaction is retried; the retry sees its rows

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from arbiter.errors import ArbiterError
 from arbiter.service import logs
-from arbiter.service.errors import ArbiterError
 from arbiter.service.http.app import create_app
 from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings

@@ -28,7 +28,9 @@ def preferences() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(preferences: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, short MiniLM run on the shared HH-RLHF file: about a minute and a half on 2 cores."""
+    """A real, short MiniLM run on the shared HH-RLHF file: about a minute and a half on 2 cores.
+
+    ARBITER_TEST_RUN_CACHE names a folder that keeps this run between local pytest invocations (CI never sets it)."""
     from arbiter.training.config import TrainConfig
     from arbiter.training.data import SourceSpec
     from arbiter.training.train import train
@@ -44,9 +46,13 @@ def trained_run(preferences: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         eval_fraction=0.2,
         log_every=5,
         eval_every=20,
-        out=tmp_path_factory.mktemp("run") / "minilm",
+        out=Path(cached)
+        if (cached := os.environ.get("ARBITER_TEST_RUN_CACHE"))
+        else tmp_path_factory.mktemp("run") / "minilm",
         name="test-minilm",
     )
+    if cached and (config.out / "checkpoint").is_dir():
+        return config.out
     return train(config)
 
 

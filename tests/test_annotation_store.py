@@ -19,7 +19,7 @@ from arbiter.annotation import database
 from arbiter.annotation.store import AnnotationStore, Caller, StorePolicy
 from arbiter.annotation.tables import Annotation, Annotator, Assignment, AuditEvent, Base, Task
 from arbiter.clients.annotation import AnnotationEdit, AnnotationInput, TaskBatch, TaskSpec
-from arbiter.service.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from arbiter.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from tests.databases import fresh_database
 
 A_BETTER = AnnotationInput(choice="A", strength="better")

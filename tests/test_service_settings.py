@@ -50,7 +50,7 @@ create_app(settings, runtime)
 asyncio.run(runtime.start())
 from arbiter.clients.protocol import ScoreRequest
 async def one():
-    return await runtime.rewards.score(ScoreRequest(items=[{{"prompt": "a", "response": "b"}}]))
+    return await runtime.scoring.score(ScoreRequest(items=[{{"prompt": "a", "response": "b"}}]))
 print(len(asyncio.run(one()).scores), runtime.registry.ready, "torch" in sys.modules, "transformers" in sys.modules)
 runtime.registry.close()
 """

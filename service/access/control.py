@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from arbiter.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
 from arbiter.service.access.keys import ApiKey, KeyListError, Scope, digest, read_keys
 from arbiter.service.access.limits import Buckets, MemoryBuckets, RedisBuckets
-from arbiter.service.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.access")

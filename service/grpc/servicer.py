@@ -1,4 +1,4 @@
-"""RewardService: each RPC decodes into the JSON face's request model, calls the shared RewardService, and
+"""RewardService: each RPC decodes into the JSON face's request model, calls the shared runtime, and
 encodes the answer. Errors end the call with their gRPC status and the JSON error body in trailing metadata."""
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf.message import Message
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from arbiter.clients import grpc_codec
 from arbiter.clients import protocol as wire
 from arbiter.clients.v1 import reward_pb2 as pb
 from arbiter.clients.v1 import reward_pb2_grpc
+from arbiter.errors import ArbiterError
 from arbiter.service import logs
 from arbiter.service.access.control import bearer_token
 from arbiter.service.access.keys import Scope
-from arbiter.service.errors import ArbiterError, InvalidInput, validation_details
+from arbiter.service.grpc.errors import abort, as_arbiter_error
 from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
 
@@ -29,32 +30,9 @@ log = logging.getLogger("arbiter.grpc")
 SERVICE = "arbiter.v1.RewardService"
 
 
-def as_arbiter_error(exc: Exception) -> ArbiterError:
-    if isinstance(exc, ArbiterError):
-        return exc
-    if isinstance(exc, ValidationError):
-        return InvalidInput("the request does not match the schema", validation_details(exc.errors()))
-    log.exception("unexpected error", exc_info=exc)
-    return ArbiterError("internal error; the request id is in the logs")
-
-
-def error_body(error: ArbiterError) -> str:
-    body = wire.ErrorBody(error=wire.ErrorDetail(code=error.code, message=error.message, details=error.details))
-    return json.dumps(body.model_dump(exclude_none=True))
-
-
-async def _abort(context: grpc.aio.ServicerContext, error: ArbiterError) -> None:
-    """Ends the call with the error's status; the HTTP face's JSON body travels in the trailing metadata."""
-    trailing = [("arbiter-error", error_body(error))]
-    if error.retry_after:
-        trailing.append(("retry-after", str(max(1, round(error.retry_after)))))
-    context.set_trailing_metadata(tuple(trailing))
-    await context.abort(getattr(grpc.StatusCode, error.grpc_status), error.message)
-
-
 class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
-        self.runtime, self.rewards, self.metrics = runtime, runtime.rewards, runtime.metrics
+        self.runtime, self.scoring, self.metrics = runtime, runtime.scoring, runtime.metrics
 
     async def _unary(
         self,
@@ -81,7 +59,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         except Exception as exc:
             error = as_arbiter_error(exc)
             status = error.grpc_status
-            await _abort(context, error)
+            await abort(context, error)
             raise  # abort raises; this line satisfies the type checker
         finally:
             seconds = time.perf_counter() - started
@@ -95,19 +73,19 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         await self.runtime.access.admit(bearer_token(str(metadata.get("authorization", ""))), scope, context.peer())
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        return await self._unary("Score", request, context, wire.ScoreRequest, self.rewards.score)  # type: ignore[arg-type,return-value]
+        return await self._unary("Score", request, context, wire.ScoreRequest, self.scoring.score)  # type: ignore[arg-type,return-value]
 
     async def Compare(self, request: pb.CompareRequest, context: grpc.aio.ServicerContext) -> pb.CompareResponse:
-        return await self._unary("Compare", request, context, wire.CompareRequest, self.rewards.compare)  # type: ignore[arg-type,return-value]
+        return await self._unary("Compare", request, context, wire.CompareRequest, self.scoring.compare)  # type: ignore[arg-type,return-value]
 
     async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
-        return await self._unary("Rank", request, context, wire.RankRequest, self.rewards.rank)  # type: ignore[arg-type,return-value]
+        return await self._unary("Rank", request, context, wire.RankRequest, self.scoring.rank)  # type: ignore[arg-type,return-value]
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         async def listed(_: BaseModel | None) -> BaseModel:
-            return self.rewards.models()
+            return self.scoring.models()
 
         return await self._unary("ListModels", request, context, None, listed)  # type: ignore[return-value]
 
@@ -130,14 +108,14 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             await self._admit(context, "score")  # once for the stream
         except ArbiterError as error:
             self.metrics.requests.labels(route, error.grpc_status).inc()
-            await _abort(context, error)
+            await abort(context, error)
         answers: asyncio.Queue[pb.ScoreStreamResponse | None] = asyncio.Queue()
         in_flight: set[asyncio.Task[None]] = set()
 
         async def one(item: pb.ScoreStreamRequest) -> None:
             started = time.perf_counter()
             try:
-                response = await self.rewards.score(grpc_codec.from_proto(item.request, wire.ScoreRequest))
+                response = await self.scoring.score(grpc_codec.from_proto(item.request, wire.ScoreRequest))
                 answer = pb.ScoreStreamResponse(id=item.id, response=grpc_codec.to_proto(response))
                 status = "OK"
             except Exception as exc:

@@ -29,8 +29,9 @@ from arbiter.clients.protocol import (
     ScoreResponse,
 )
 from arbiter.service.http import errors
+from arbiter.service.http.access import AccessCheck
 from arbiter.service.http.annotation import annotation_routes
-from arbiter.service.http.middleware import AccessCheck, BodyLimit, RequestContext
+from arbiter.service.http.middleware import BodyLimit, RequestContext
 from arbiter.service.http.pages import install_pages
 from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
@@ -45,27 +46,27 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     app = FastAPI(title="Arbiter", version=arbiter.__version__, responses=ERRORS)
     app.state.runtime = runtime
     errors.install(app)
-    rewards = runtime.rewards
+    scoring = runtime.scoring
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
     async def score(request: ScoreRequest) -> ScoreResponse:
-        return await rewards.score(request)
+        return await scoring.score(request)
 
     @app.post("/v1/compare", response_model=CompareResponse)
     async def compare(request: CompareRequest) -> CompareResponse:
-        return await rewards.compare(request)
+        return await scoring.compare(request)
 
     @app.post("/v1/rank", response_model=RankResponse)
     async def rank(request: RankRequest) -> RankResponse:
-        return await rewards.rank(request)
+        return await scoring.rank(request)
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
-        return rewards.models()
+        return scoring.models()
 
     @app.get("/v1/models/{name}", response_model=ModelInfo)
     async def model(name: str) -> ModelInfo:
-        return rewards.model(name).models[0]
+        return scoring.model(name).models[0]
 
     @app.post("/v1/judge", response_model=JudgeResponse)
     async def judge(request: JudgeRequest) -> JudgeResponse:
@@ -99,7 +100,7 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
 
     @app.post("/get_reward", response_model=OpenRLHFRewardResponse)
     async def get_reward(request: OpenRLHFRewardRequest) -> OpenRLHFRewardResponse:
-        return await rewards.openrlhf(request)
+        return await scoring.openrlhf(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from arbiter.clients.protocol import ErrorBody, ErrorDetail
-from arbiter.service.errors import ArbiterError, validation_details
+from arbiter.errors import ArbiterError, validation_details
 
 log = logging.getLogger("arbiter.http")
 

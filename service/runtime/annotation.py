@@ -32,9 +32,9 @@ from arbiter.clients.annotation import (
     TaskView,
 )
 from arbiter.clients.protocol import ComparePair, CompareRequest
+from arbiter.errors import ArbiterError, NotFound, StoreUnavailable
 from arbiter.service.access.control import AccessControl
-from arbiter.service.errors import ArbiterError, NotFound, StoreUnavailable
-from arbiter.service.runtime.rewards import RewardService
+from arbiter.service.runtime.scoring import ScoringService
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.annotation")
@@ -42,8 +42,8 @@ T = TypeVar("T")
 
 
 class AnnotationService:
-    def __init__(self, settings: ServerSettings, rewards: RewardService, access: AccessControl) -> None:
-        self.settings, self.rewards, self.access = settings, rewards, access
+    def __init__(self, settings: ServerSettings, scoring: ScoringService, access: AccessControl) -> None:
+        self.settings, self.scoring, self.access = settings, scoring, access
         self.policy = StorePolicy(
             annotators_per_task=settings.annotators_per_task,
             assignment_ttl=timedelta(seconds=settings.assignment_ttl_s),
@@ -134,13 +134,13 @@ class AnnotationService:
             return stats, list(export_rows(tasks, ExportFilter()))
 
         stats, rows = await self._call(work)
-        if self.rewards.registry.ready and self.settings.annotation_rm_pairs and rows:
+        if self.scoring.registry.ready and self.settings.annotation_rm_pairs and rows:
             stats.reward_model = await self._reward_model_agreement(rows, model)
         return stats
 
     async def _reward_model_agreement(self, rows: list[dict[str, object]], model: str | None) -> RewardModelAgreement:
         pairs = list(_preferred_pairs(rows))[-self.settings.annotation_rm_pairs :]
-        served = self.rewards.registry.get(model)
+        served = self.scoring.registry.get(model)
         # Scoring hundreds of pairs takes seconds on a CPU: the answer is kept until the model or the pairs change.
         key = (
             served.name,
@@ -152,7 +152,7 @@ class AnnotationService:
         agree, compared = 0, 0
         for start in range(0, len(pairs), self.settings.max_items):
             chunk = pairs[start : start + self.settings.max_items]
-            answer = await self.rewards.compare(CompareRequest(model=served.name, pairs=chunk))
+            answer = await self.scoring.compare(CompareRequest(model=served.name, pairs=chunk))
             agree += sum(c.score_a > c.score_b for c in answer.comparisons)
             compared += len(chunk)
         result = RewardModelAgreement(

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from arbiter.service.errors import QueueFull
+from arbiter.errors import QueueFull
 
 RunBatch = Callable[[list[Sequence[int]]], np.ndarray]
 

@@ -16,12 +16,12 @@ from arbiter.clients.protocol import (
     PrincipleInfo,
     Prompt,
 )
+from arbiter.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotFound, NotReady, TooLarge
 from arbiter.judge.backends import open_backend
 from arbiter.judge.backends.base import BackendError, JudgeBackend
 from arbiter.judge.cache import VerdictCache
 from arbiter.judge.constitution import ConstitutionLibrary
 from arbiter.judge.judging import Judge, JudgeParseError
-from arbiter.service.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotFound, NotReady, TooLarge
 from arbiter.service.metrics import Metrics
 from arbiter.service.settings import ServerSettings
 

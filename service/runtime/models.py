@@ -16,7 +16,7 @@ from arbiter.bundle import BundleError, Manifest, load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import Encoded, InputBuilder, Prompt
 from arbiter.clients.protocol import ModelInfo, Normalization
-from arbiter.service.errors import ModelNotFound, NotReady
+from arbiter.errors import ModelNotFound, NotReady
 from arbiter.service.runtime.batcher import Batcher, BatchObserver
 from arbiter.service.settings import ServerSettings
 

@@ -21,11 +21,11 @@ from arbiter.clients.protocol import (
     RewardSpecList,
     plain_prompt,
 )
+from arbiter.errors import InvalidInput, NotFound, NotReady, TooLarge
 from arbiter.rewards.compose import ItemContext, RewardResult, compose
 from arbiter.rewards.running import RunningStats
 from arbiter.rewards.spec import BUILTIN, ComponentSpec, RewardSpec, SpecError, SpecLibrary, leaves
 from arbiter.rewards.telemetry import CanaryMonitor, SpecTelemetry, register_metrics
-from arbiter.service.errors import InvalidInput, NotFound, NotReady, TooLarge
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry

@@ -9,15 +9,15 @@ from pathlib import Path
 
 from arbiter.bundle import BundleError
 from arbiter.clients.protocol import LoadModelRequest, ModelList, RewardSpecList
+from arbiter.errors import InvalidInput
 from arbiter.judge.constitution import ConstitutionError
 from arbiter.service.access.control import AccessControl
-from arbiter.service.errors import InvalidInput
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.annotation import AnnotationService
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry, ServedModel
 from arbiter.service.runtime.pipelines import RewardPipelines, read_canaries
-from arbiter.service.runtime.rewards import RewardService
+from arbiter.service.runtime.scoring import ScoringService
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.runtime")
@@ -36,12 +36,12 @@ class Runtime:
             message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
             self.registry.failures["constitutions"] = message
             log.error("judge not set up; the server stays not ready", extra={"reason": message})
-        self.rewards = RewardService(settings, self.registry, self.metrics, self.judging)
+        self.scoring = ScoringService(settings, self.registry, self.metrics, self.judging)
         self.pipelines = RewardPipelines(settings, self.registry, self.judging, self.metrics)
         self.access = AccessControl(settings)
         if self.access.error:
             self.registry.failures["api_keys"] = self.access.error
-        self.annotation = AnnotationService(settings, self.rewards, self.access)
+        self.annotation = AnnotationService(settings, self.scoring, self.access)
         self._on_loaded: list[Callable[[bool], object]] = []
         self._background: set[asyncio.Future[None]] = set()
         self.shutting_down = False
@@ -78,7 +78,7 @@ class Runtime:
         self.metrics.load_seconds.labels(model.name).set(self.registry.load_seconds[model.name])
         if replaced is not None:
             self._keep(asyncio.create_task(self._retire(replaced)))
-        return self.rewards.models()
+        return self.scoring.models()
 
     async def _retire(self, model: ServedModel) -> None:
         await asyncio.sleep(RETIRE_AFTER_S)

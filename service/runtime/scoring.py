@@ -1,4 +1,5 @@
-"""Score, compare, rank and OpenRLHF's get_reward, on protocol models: the logic both faces call."""
+"""Scoring with reward models (or the judge standing in for one): score, compare, rank and OpenRLHF's get_reward,
+on protocol models: the logic both faces call."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from arbiter.clients.protocol import (
     ScoreResponse,
     plain_prompt,
 )
-from arbiter.service.errors import InvalidInput, TooLarge
+from arbiter.errors import InvalidInput, TooLarge
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.judging import JudgeService, require_judge
 from arbiter.service.runtime.models import ModelRegistry, ScoredItems, ServedModel
@@ -36,7 +37,7 @@ def _judge_version(verdicts: JudgeResponse) -> str:
     return f"{verdicts.model}@{verdicts.constitution}-{verdicts.constitution_version}"
 
 
-class RewardService:
+class ScoringService:
     def __init__(
         self, settings: ServerSettings, registry: ModelRegistry, metrics: Metrics, judging: JudgeService | None = None
     ) -> None:
