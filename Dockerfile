@@ -13,6 +13,7 @@ COPY pyproject.toml README.md ./
 COPY arbiter/ arbiter/
 COPY bundle/ bundle/
 COPY training/ training/
+COPY data/ data/
 COPY service/ service/
 COPY clients/ clients/
 COPY judge/ judge/

@@ -9,6 +9,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from arbiter.annotation.location import store_url
+
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     db = commands.add_parser("db", help="the preference store's schema: upgrade, downgrade, current")
@@ -49,9 +51,7 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _url(args: argparse.Namespace) -> str:
-    from arbiter.service.settings import ServerSettings
-
-    url = args.db or ServerSettings.load(args.config).annotation_db
+    url = args.db or store_url(args.config)
     if not url:
         raise ValueError("no database: give --db or set annotation_db")
     return url

@@ -46,6 +46,7 @@ def export_rows(tasks: list[JudgedTask], where: ExportFilter) -> Iterator[dict[s
         ranking, agreement = majority(task, judgements)
         if agreement < where.min_agreement:
             continue
+        rows: Iterator[dict[str, Any] | None]
         if where.aggregate == "each":  # every vote its own row, each with its task's agreement
             rows = (_row(task, [j], j.ranking, agreement, majority_share=False) for j in judgements)
         else:

@@ -12,6 +12,7 @@ so several replicas can share one PostgreSQL:
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, exists, func, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from arbiter.annotation import database
@@ -54,6 +55,7 @@ from arbiter.clients.annotation import AuditEvent as AuditEventView
 from arbiter.clients.protocol import plain_prompt
 from arbiter.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unauthorized
 
+log = logging.getLogger("arbiter.annotation")
 T = TypeVar("T")
 CONCURRENT_RETRIES = 3  # a unique-key race lost to another transaction is retried; the retry sees its rows
 
@@ -105,6 +107,13 @@ class Contended(Conflict):
         super().__init__("concurrent_update", "the store was changed concurrently; retry the request")
 
 
+def unavailable(exc: DBAPIError, event: str) -> StoreUnavailable:
+    """The driver's words go to the log, under the request id: they can name hosts, users and files. The caller
+    gets a short message and that request id."""
+    log.error(event, extra={"reason": str(exc.orig)})
+    return StoreUnavailable("the preference store's database is unavailable; the server's log says why")
+
+
 class AnnotationStore:
     def __init__(self, engine: Engine, policy: StorePolicy | None = None, reader: Engine | None = None) -> None:
         self.engine, self.policy, self.reader = engine, policy or StorePolicy(), reader or engine
@@ -114,8 +123,12 @@ class AnnotationStore:
     @classmethod
     def open(cls, url: str, policy: StorePolicy | None = None, migrate: bool = True) -> AnnotationStore:
         engine = database.open_engine(url)
-        if migrate:
-            database.upgrade(engine)
+        try:
+            if migrate:
+                database.upgrade(engine)
+        except (OperationalError, InterfaceError) as exc:
+            engine.dispose()
+            raise unavailable(exc, "preference store not opened") from exc
         reader = database.open_engine(url, writer=False) if database.is_sqlite(url) else None
         return cls(engine, policy, reader)
 
@@ -131,9 +144,9 @@ class AnnotationStore:
         except OperationalError as exc:
             if database.contended(exc):
                 raise Contended() from exc
-            raise StoreUnavailable("the preference store's database is unavailable", str(exc.orig)) from exc
+            raise unavailable(exc, "preference store unavailable") from exc
         except InterfaceError as exc:
-            raise StoreUnavailable("the preference store's database is unavailable", str(exc.orig)) from exc
+            raise unavailable(exc, "preference store unavailable") from exc
 
     def _retrying(self, work: Callable[[Session], T]) -> T:
         for _ in range(CONCURRENT_RETRIES):
@@ -197,12 +210,14 @@ class AnnotationStore:
                     )
                 return TaskBatchResult.model_validate({**stored.response, "replayed": True})
             wanted = [t.external_id for t in batch.tasks if t.external_id is not None]
-            stored = dict(s.execute(select(Task.external_id, Task.id).where(Task.external_id.in_(wanted))).all())
+            known: dict[str | None, int] = dict(
+                s.execute(select(Task.external_id, Task.id).where(Task.external_id.in_(wanted))).tuples().all()
+            )
             new: dict[str, Task] = {}  # by external_id, for an id given twice in one batch
             tasks: list[Task | int] = []
             for spec in batch.tasks:
-                if spec.external_id in stored:
-                    tasks.append(stored[spec.external_id])
+                if spec.external_id in known:
+                    tasks.append(known[spec.external_id])
                     continue
                 if spec.external_id in new:
                     tasks.append(new[spec.external_id])
@@ -390,7 +405,7 @@ class AnnotationStore:
             annotator=caller.name,
             ranking=a.ranking,
             choice=choice,
-            strength=a.strength,  # type: ignore[arg-type]
+            strength=a.strength,
             rationale=a.rationale,
             safety_flag=a.safety_flag,
             created_at=a.created_at,
@@ -577,7 +592,7 @@ def _canonical_ranking(task: Task, assignment: Assignment, choice: str | None, r
     return canonical
 
 
-def _candidates(s: Session, query: Select[tuple[int]]) -> Iterator[int]:
+def _candidates(s: Session, query: Select[int]) -> Iterator[int]:
     """Tasks to try to take a slot of, best first. A batch can fill up while this transaction waits on locks
     (other annotators taking the same tasks), so a spent batch is followed by a fresh look."""
     for _ in range(CONCURRENT_RETRIES):
@@ -610,7 +625,7 @@ def _view(task: Task, assignment: Assignment) -> TaskView:
     responses = [task.responses[position] for position in assignment.order]
     return TaskView(
         task_id=task.id,
-        kind=task.kind,  # type: ignore[arg-type]
+        kind=task.kind,
         prompt=task.prompt,
         prompt_html=prompt_html(task.prompt),
         responses=[

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from arbiter.clients.protocol import ErrorBody, ErrorDetail
+
+# A bug's answer on both faces: what went wrong is in the log, under the request id the answer carries.
+INTERNAL_MESSAGE = "internal error; the server's log has it under this request id"
+
 
 class ArbiterError(Exception):
     status = 500
@@ -16,6 +21,15 @@ class ArbiterError(Exception):
         self.message, self.details, self.retry_after = message, details, retry_after
 
 
+def error_body(error: ArbiterError, request_id: str | None) -> dict[str, Any]:
+    """The one error body of both faces (HTTP answers, the gRPC `arbiter-error` trailer): {error: {code, message,
+    details?, request_id, status}}. `status` is the HTTP one, so a gRPC client reports what an HTTP client would."""
+    detail = ErrorDetail(
+        code=error.code, message=error.message, details=error.details, request_id=request_id, status=error.status
+    )
+    return ErrorBody(error=detail).model_dump(exclude_none=True)
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, object]]:
     """pydantic's errors as both faces report them: where, what, which kind."""
     return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
@@ -23,6 +37,12 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, object]]:
 
 class InvalidInput(ArbiterError):
     status, grpc_status, code = 400, "INVALID_ARGUMENT", "invalid_input"
+
+
+class InvalidRequest(ArbiterError):
+    """An HTTP body that does not match the route's schema (the gRPC face reports the same as InvalidInput)."""
+
+    status, grpc_status, code = 422, "INVALID_ARGUMENT", "invalid_request"
 
 
 class ModelNotFound(ArbiterError):
@@ -39,6 +59,10 @@ class QueueFull(ArbiterError):
 
 class NotReady(ArbiterError):
     status, grpc_status, code = 503, "UNAVAILABLE", "not_ready"
+
+
+class ShuttingDown(ArbiterError):
+    status, grpc_status, code = 503, "UNAVAILABLE", "shutting_down"
 
 
 class NotFound(ArbiterError):
@@ -89,3 +113,9 @@ class RateLimited(ArbiterError):
     """This caller's token bucket is empty; Retry-After says when it has one again."""
 
     status, grpc_status, code = 429, "RESOURCE_EXHAUSTED", "rate_limited"
+
+
+class UnsupportedMediaType(ArbiterError):
+    """A state-changing request that is not JSON (a browser's cross-site form post is never JSON)."""
+
+    status, grpc_status, code = 415, "INVALID_ARGUMENT", "unsupported_media_type"

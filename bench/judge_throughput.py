@@ -26,8 +26,8 @@ PANDALM = ROOT.parent / "shared" / "data" / "preferences" / "pandalm.jsonl"
 
 
 def pairs(count: int) -> list[dict[str, object]]:
-    from arbiter.training.data import SourceSpec
-    from arbiter.training.data.load import load_source
+    from arbiter.data.load import load_source
+    from arbiter.data.sources import SourceSpec
 
     groups, _ = load_source(SourceSpec(path=str(PANDALM)))
     return [{"prompt": g.prompt, "response_a": g.responses[0], "response_b": g.responses[1]} for g in groups[:count]]
@@ -88,7 +88,7 @@ def main() -> None:
 
 
 def report(results: dict[str, dict[str, dict[str, float]]], count: int) -> None:
-    from arbiter.training.text_table import text_table
+    from arbiter.text_table import text_table
 
     rows = [("backend", "cache", "verdicts/s", "seconds", "failed")]
     for backend, passes in results.items():

@@ -78,7 +78,7 @@ def main() -> None:
 
 
 def report(results: dict[str, dict[str, float]]) -> None:
-    from arbiter.training.text_table import text_table
+    from arbiter.text_table import text_table
 
     base = results["score, one model"]["seq_per_s"]
     rows = [("call", "seq/s", "p50 ms", "p99 ms", "vs /v1/score")]

@@ -10,6 +10,17 @@ to the baseline, and the share of the machine's fp32 roofline (GEMM peak measure
 the model's shape and each text's token count).
 
     python bench/serve_throughput.py --bundle bundles/default --checkpoint runs/default/checkpoint
+
+Against another version of Arbiter in the same run (--baseline-site): a folder with that version installed,
+
+    pip wheel --no-deps --no-build-isolation -w /tmp/before-wheel /tmp/before   # a `git archive` of it
+    pip install --no-deps --target /tmp/before-site /tmp/before-wheel/*.whl
+    python bench/serve_throughput.py --only-arbiter --baseline-site /tmp/before-site --rounds 5
+
+starts a second `arbiter serve` from that copy (same bundle, same flags; PYTHONPATH=DIR under `python -P`, and
+the imported files are checked first), keeps both up, and scores the same requests on them in alternating
+rounds (before, after, before, after, ...) at 1 and at 16 clients. The table gives each version's median over
+the rounds (and the seq/s range) and the after/before ratios of those medians.
 """
 
 from __future__ import annotations
@@ -17,27 +28,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from arbiter.training.text_table import text_table
+from arbiter.text_table import text_table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.server import running_server  # noqa: E402  (the same launcher the tests use)
+from tests.server import free_port, server_process  # noqa: E402  (the same launcher the tests use)
 
 PREFERENCES = ROOT.parent / "shared" / "data" / "preferences"
+CLIENTS = (1, 16)
+PER_REQUEST = 8  # items per scoring request, for every system and round
+WARMUP_TEXTS = 128  # an untimed pass per server and client count before the timed rounds
+SETTLE_S = 1.0  # pause before each timed round (onnxruntime's idle threads spin for a while after a run)
 
 
 def real_texts(count: int) -> list[tuple[object, str]]:
     """(prompt, response) pairs taken in turn from each shared file: chosen and rejected responses."""
-    from arbiter.training.data import SourceSpec
-    from arbiter.training.data.load import load_source
+    from arbiter.data.load import load_source
+    from arbiter.data.sources import SourceSpec
 
     per_file = [load_source(SourceSpec(path=str(f)))[0] for f in sorted(PREFERENCES.glob("*.jsonl"))]
     texts: list[tuple[object, str]] = []
@@ -107,7 +126,11 @@ def openrlhf_body(items: list[tuple[object, str]]) -> tuple[str, dict[str, objec
 
 
 async def drive(
-    url: str, texts: list[tuple[object, str]], clients: int, body: object = arbiter_body, per_request: int = 8
+    url: str,
+    texts: list[tuple[object, str]],
+    clients: int,
+    body: object = arbiter_body,
+    per_request: int = PER_REQUEST,
 ) -> dict[str, float]:
     requests = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
     queue: asyncio.Queue[list[tuple[object, str]]] = asyncio.Queue()
@@ -144,16 +167,95 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def serve_arbiter(bundle: Path, texts: list[tuple[object, str]], precision: str, logs: Path) -> dict[str, object]:
-    flags = ("--bundles", str(bundle), "--precision", precision)
+# Which `arbiter` a server imports is decided by sys.path alone: `-P` keeps the working folder (which holds this
+# checkout's arbiter/ folder) off its front, so PYTHONPATH=DIR comes before site-packages and the editable install's
+# finder (last in sys.meta_path) is asked only for what DIR lacks; IMPORTS_CHECK makes sure nothing falls through.
+SERVE_PYTHON = (sys.executable, "-P")
+IMPORTS_CHECK = """
+import json, sys
+import arbiter.cli, arbiter.service.serve, arbiter.service.http.app, arbiter.service.runtime.runtime
+files = {getattr(m, "__file__", None) for n, m in list(sys.modules.items()) if n.split(".")[0] == "arbiter"}
+print(json.dumps(sorted(f for f in files if f)))
+"""
+
+
+def site_env(site: Path | None) -> dict[str, str]:
+    """The environment that differs between the two servers: DIR first on PYTHONPATH for the baseline."""
+    if site is None:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def arbiter_code(site: Path | None) -> str:
+    """Where `arbiter serve` under site's environment imports Arbiter from (same interpreter, flags and
+    environment as the server); stops the run if any of its modules would come from elsewhere."""
+    done = subprocess.run(
+        [*SERVE_PYTHON, "-c", IMPORTS_CHECK],
+        env={**os.environ, **site_env(site)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"importing arbiter with {site_env(site) or 'this environment'} failed:\n{done.stderr}")
+    home = (site or ROOT).resolve()
+    files = [Path(f).resolve() for f in json.loads(done.stdout)]
+    stray = [str(f) for f in files if not f.is_relative_to(home)]
+    if stray or not files:
+        raise SystemExit(f"arbiter serve would not run only the code under {home}: {stray or 'no modules'}")
+    return f"{home} ({len(files)} modules checked)"
+
+
+@contextmanager
+def arbiter_server(logs: Path, flags: tuple[str, ...], site: Path | None, tag: str) -> Iterator[dict[str, object]]:
+    """`arbiter serve` as tests/server.py's running_server starts it, plus `-P` and the site's environment."""
+    port, grpc_port = free_port(), free_port()
+    command = [*SERVE_PYTHON, "-m", "arbiter.cli", "serve", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
+    url = f"http://127.0.0.1:{port}"
+    env = {"ARBITER_ANNOTATION_DB": f"sqlite:///{logs / f'annotations-{tag}-{port}.sqlite'}", **site_env(site)}
     started = time.perf_counter()
-    with running_server(logs, *flags) as server:
-        ready_s = time.perf_counter() - started
-        result: dict[str, object] = {"ready_s": ready_s}
-        for clients in (1, 16):
-            result[f"{clients}_clients"] = asyncio.run(drive(server.url, texts, clients))
-        result["peak_rss_mb"] = peak_rss_mb(server.process.pid)
-    return result
+    with server_process(command, logs / f"server-{tag}-{port}.log", url + "/readyz", timeout=180, env=env) as process:
+        yield {"url": url, "process": process, "ready_s": time.perf_counter() - started}
+
+
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rounds) for k in ("seq_per_s", "p50_ms", "p99_ms")}
+
+
+def serve_arbiter(
+    bundle: Path,
+    texts: list[tuple[object, str]],
+    precision: str,
+    logs: Path,
+    rounds: int = 1,
+    baseline_site: Path | None = None,
+) -> dict[str, dict[str, object]]:
+    """{"after": ..., "before": ... (with a baseline)}: both servers up at once, the timed rounds alternating
+    between them at each client count; each version's "N_clients" is its median over the rounds."""
+    flags = ("--bundles", str(bundle), "--precision", precision)
+    versions = {"after": None} if baseline_site is None else {"before": baseline_site, "after": None}
+    results: dict[str, dict[str, object]] = {}
+    with ExitStack() as stack:
+        servers = {}
+        for name, site in versions.items():
+            code = arbiter_code(site)
+            print(f"arbiter {precision} {name}: code from {code}", flush=True)
+            servers[name] = stack.enter_context(arbiter_server(logs, flags, site, f"{precision}-{name}"))
+            results[name] = {"code": code, "ready_s": servers[name]["ready_s"], "rounds": {}}
+        for clients in CLIENTS:
+            for server in servers.values():
+                asyncio.run(drive(server["url"], texts[:WARMUP_TEXTS], clients))
+            timed: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            for _ in range(rounds):
+                for name, server in servers.items():
+                    time.sleep(SETTLE_S)
+                    timed[name].append(asyncio.run(drive(server["url"], texts, clients)))
+            for name in servers:
+                results[name]["rounds"][f"{clients}_clients"] = timed[name]  # type: ignore[index]
+                results[name][f"{clients}_clients"] = medians(timed[name])
+        for name, server in servers.items():
+            results[name]["peak_rss_mb"] = peak_rss_mb(server["process"].pid)  # type: ignore[attr-defined]
+    return results
 
 
 def openrlhf_model_dir(checkpoint: Path, out: Path) -> Path:
@@ -177,10 +279,6 @@ def openrlhf_model_dir(checkpoint: Path, out: Path) -> Path:
 
 
 def serve_openrlhf(checkpoint: Path, texts: list[tuple[object, str]], max_len: int, logs: Path) -> dict[str, object]:
-    import subprocess
-
-    from tests.server import free_port
-
     model_dir = openrlhf_model_dir(checkpoint, logs / "openrlhf-model")
     port = free_port()
     command = [sys.executable, str(ROOT / "bench" / "peers" / "serve_rm_cpu.py"),
@@ -215,44 +313,108 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "runs" / "default" / "checkpoint")
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--skip-serve-rm", action="store_true", help="leave OpenRLHF's serve_rm out")
+    parser.add_argument("--skip-plain-loop", action="store_true", help="leave the plain transformers loop out")
+    parser.add_argument(
+        "--only-arbiter",
+        action="store_true",
+        help="Arbiter's servers only: no plain loop, no serve_rm, no checkpoint (so no roofline)",
+    )
+    parser.add_argument(
+        "--baseline-site",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder with another version of arbiter installed (pip install --no-deps --target DIR WHEEL): "
+        "served too, from the same bundle with the same flags, in rounds alternating with this checkout's",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed rounds per server and client count (default 1; 3 with a baseline)",
+    )
+    parser.add_argument(
+        "--precision",
+        action="append",
+        choices=["fp32", "int8"],
+        default=None,
+        help="Arbiter precisions to serve (repeatable; default fp32, and int8 when the bundle has it)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_throughput.json")
     args = parser.parse_args()
+    rounds = args.rounds or (3 if args.baseline_site else 1)
+    if args.baseline_site is not None:
+        args.baseline_site = args.baseline_site.resolve()
+        if not (args.baseline_site / "arbiter" / "__init__.py").is_file():
+            parser.error(f"--baseline-site {args.baseline_site}: no arbiter package in it")
+        if sys.version_info < (3, 11):
+            parser.error("--baseline-site needs Python 3.11 or later (python -P)")
+        if rounds < 3:
+            print(f"note: {rounds} round(s) per version: a smoke run, not a measurement (use --rounds 3 or more)")
+    args.bundle = args.bundle.resolve()
     texts = real_texts(args.texts)
     from arbiter.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
     lengths = [len(bundle.input_builder().encode(p, r).ids) for p, r in texts]
-    peak = gemm_peak_gflops()
-    from arbiter.training.checkpoint import load_checkpoint
-
-    model, tokenizer = load_checkpoint(args.checkpoint)
-    flops_per_text = model_flops(model, lengths) / len(texts)
     results: dict[str, object] = {
         "texts": len(texts),
         "mean_tokens": float(np.mean(lengths)),
-        "gemm_peak_gflops": peak,
-        "gflop_per_text": flops_per_text / 1e9,
+        "tokens": {
+            "min": int(np.min(lengths)),
+            "median": float(np.median(lengths)),
+            "p90": float(np.percentile(lengths, 90)),
+            "max": int(np.max(lengths)),
+            "max_length": bundle.manifest.model.max_length,
+        },
+        "per_request": PER_REQUEST,
+        "rounds": rounds,
     }
-    results["plain_loop"] = plain_loop(model, tokenizer, texts)
+    print(workload_line(results), flush=True)
+    if not args.only_arbiter:
+        from arbiter.training.checkpoint import load_checkpoint
+
+        results["gemm_peak_gflops"] = gemm_peak_gflops()
+        model, tokenizer = load_checkpoint(args.checkpoint)
+        results["gflop_per_text"] = model_flops(model, lengths) / len(texts) / 1e9
+        if not args.skip_plain_loop:
+            results["plain_loop"] = plain_loop(model, tokenizer, texts)
     logs = args.out.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    if not args.skip_serve_rm:
+    if not (args.only_arbiter or args.skip_serve_rm):
         results["openrlhf_serve_rm"] = serve_openrlhf(args.checkpoint, texts, bundle.manifest.model.max_length, logs)
-    results["arbiter_fp32"] = serve_arbiter(args.bundle, texts, "fp32", logs)
-    if bundle.has("model.int8.onnx"):
-        results["arbiter_int8"] = serve_arbiter(args.bundle, texts, "int8", logs)
+    precisions = args.precision or ["fp32", *(["int8"] if bundle.has("model.int8.onnx") else [])]
+    for precision in dict.fromkeys(precisions):
+        served = serve_arbiter(args.bundle, texts, precision, logs, rounds, args.baseline_site)
+        results[f"arbiter_{precision}"] = served["after"]
+        if "before" in served:
+            results[f"arbiter_{precision}_before"] = served["before"]
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
 
-def report(results: dict[str, object]) -> None:
-    loop = results["plain_loop"]
-    peak, per_text = results["gemm_peak_gflops"], results["gflop_per_text"]
-    print(
-        f"{results['texts']} texts, {results['mean_tokens']:.0f} tokens on average, "
-        f"{per_text:.2f} GFLOP per text, fp32 GEMM peak {peak:.0f} GFLOP/s"
+def workload_line(results: dict[str, object]) -> str:
+    t = results["tokens"]
+    requests = -(-results["texts"] // results["per_request"])  # type: ignore[operator]
+    return (
+        f"workload: {results['texts']} texts in {requests} requests of {results['per_request']} "
+        f"(the same for every system and round); tokens per text min/median/p90/max "
+        f"{t['min']}/{t['median']:.0f}/{t['p90']:.0f}/{t['max']} (max_length {t['max_length']}), "
+        f"{results['mean_tokens']:.0f} on average"
     )
+
+
+def report(results: dict[str, object]) -> None:
+    loop = results.get("plain_loop")
+    peak, per_text = results.get("gemm_peak_gflops"), results.get("gflop_per_text")
+    print(workload_line(results))
+    if peak and per_text:
+        print(f"{per_text:.2f} GFLOP per text, fp32 GEMM peak {peak:.0f} GFLOP/s")
+
+    def roofline(seq_per_s: float) -> str:
+        return f"{seq_per_s * per_text / peak:.0%}" if peak and per_text else "n/a"
+
     header = (
         "system",
         "clients",
@@ -265,27 +427,29 @@ def report(results: dict[str, object]) -> None:
         "peak MB",
         "ready s",
     )
-    rows = [
-        header,
-        (
-            "plain transformers loop, batch 32",
-            "-",
-            f"{loop['seq_per_s']:.1f}",
-            f"{loop['p50_ms']:.0f}",
-            f"{loop['p99_ms']:.0f}",
-            "1.00",
-            "",
-            f"{loop['seq_per_s'] * per_text / peak:.0%}",
-            "",
-            "",
-        ),
-    ]
+    rows: list[tuple[str, ...]] = [header]
+    if loop:
+        rows.append(
+            (
+                "plain transformers loop, batch 32",
+                "-",
+                f"{loop['seq_per_s']:.1f}",
+                f"{loop['p50_ms']:.0f}",
+                f"{loop['p99_ms']:.0f}",
+                "1.00",
+                "",
+                roofline(loop["seq_per_s"]),
+                "",
+                "",
+            )
+        )
     rm = results.get("openrlhf_serve_rm")
-    for key in ("openrlhf_serve_rm", "arbiter_fp32", "arbiter_int8"):
+    keys = ("openrlhf_serve_rm", "arbiter_fp32_before", "arbiter_fp32", "arbiter_int8_before", "arbiter_int8")
+    for key in keys:
         if key not in results:
             continue
         run = results[key]
-        for clients in (1, 16):
+        for clients in CLIENTS:
             r = run[f"{clients}_clients"]
             vs_rm = f"{r['seq_per_s'] / rm[f'{clients}_clients']['seq_per_s']:.2f}" if rm else "n/a"
             rows.append(
@@ -295,14 +459,44 @@ def report(results: dict[str, object]) -> None:
                     f"{r['seq_per_s']:.1f}",
                     f"{r['p50_ms']:.0f}",
                     f"{r['p99_ms']:.0f}",
-                    f"{r['seq_per_s'] / loop['seq_per_s']:.2f}",
+                    f"{r['seq_per_s'] / loop['seq_per_s']:.2f}" if loop else "n/a",
                     vs_rm,
-                    f"{r['seq_per_s'] * per_text / peak:.0%}",
+                    roofline(r["seq_per_s"]),
                     f"{run['peak_rss_mb']:.0f}",
                     f"{run['ready_s']:.1f}",
                 )
             )
     print(text_table(rows))
+    for precision in ("fp32", "int8"):
+        if f"arbiter_{precision}_before" in results:
+            print()
+            print(versus_table(results, precision))
+
+
+def versus_table(results: dict[str, object], precision: str) -> str:
+    """Before and after, each its median over the alternating rounds, and the after/before ratios of the medians
+    (seq/s above 1: after is faster; latency above 1: after is slower)."""
+    before, after = results[f"arbiter_{precision}_before"], results[f"arbiter_{precision}"]
+    rows: list[tuple[str, ...]] = [
+        (f"arbiter {precision}, {results['rounds']} alternating rounds", "clients", "seq/s", "seq/s min-max",
+         "p50 ms", "p99 ms", "peak MB", "ready s"),
+    ]  # fmt: skip
+    for clients in CLIENTS:
+        key = f"{clients}_clients"
+        for name, run in (("before", before), ("after", after)):
+            r, each = run[key], [x["seq_per_s"] for x in run["rounds"][key]]
+            rows.append(
+                (name, str(clients), f"{r['seq_per_s']:.1f}", f"{min(each):.1f}-{max(each):.1f}",
+                 f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{run['peak_rss_mb']:.0f}", f"{run['ready_s']:.1f}")
+            )  # fmt: skip
+        b, a = before[key], after[key]
+        rows.append(
+            ("after/before", str(clients), f"{a['seq_per_s'] / b['seq_per_s']:.3f}", "",
+             f"{a['p50_ms'] / b['p50_ms']:.3f}", f"{a['p99_ms'] / b['p99_ms']:.3f}",
+             f"{after['peak_rss_mb'] / before['peak_rss_mb']:.3f}", "")
+        )  # fmt: skip
+    lines = [f"before: {before['code']}", f"after:  {after['code']}", text_table(rows)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import torch
 from arbiter.bundle.render import InputBuilder
 from arbiter.training.batching import batches_forever, collate, encode_groups
 from arbiter.training.config import TrainConfig
-from arbiter.training.data import load_preferences
 from arbiter.training.loss import preference_loss
 from arbiter.training.model import build_reward_model
+from arbiter.training.split import load_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFERENCES = ROOT.parent / "shared" / "data" / "preferences"

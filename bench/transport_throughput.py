@@ -172,7 +172,7 @@ def main() -> None:
 
 
 def report(label: str, results: dict[str, dict[str, float]]) -> None:
-    from arbiter.training.text_table import text_table
+    from arbiter.text_table import text_table
 
     raw_of = {"client http": "raw httpx", "client grpc": "raw grpc", "grpc stream": "raw grpc"}
     rows = [("path", "seq/s", "p50 ms", "p99 ms", "vs raw same transport")]

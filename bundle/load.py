@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from arbiter.bundle.checksums import sha256_file
 from arbiter.bundle.manifest import FORMAT_VERSION, MANIFEST_FILE, Manifest
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from arbiter.bundle.render import InputBuilder
 
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 
@@ -28,21 +34,47 @@ class Bundle:
         return self.manifest.name
 
     def file(self, name: str) -> Path:
-        return self.path / name
+        """`path / name`, refused unless `name` is a plain file name whose file (links followed) is in the folder.
+
+        Manifest names come with the bundle, which may come from anyone: a name such as ../../etc/hostname must not
+        make the loader stat, hash or open a file elsewhere."""
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            raise BundleError(
+                f"{self.path}: manifest file name {name!r} is not a plain file name "
+                "(names may not contain '/' or '\\', be '..', or be absolute paths)"
+            )
+        file = self.path / name
+        try:
+            inside = file.resolve().is_relative_to(self.path.resolve())
+        except (OSError, RuntimeError) as exc:  # a link loop: RuntimeError before Python 3.13, OSError after
+            raise BundleError(f"{self.path}: {name} cannot be resolved ({exc})") from exc
+        if not inside:
+            raise BundleError(f"{self.path}: {name} leads outside the bundle folder (a link out of it)")
+        return file
 
     def has(self, name: str) -> bool:
-        return name in self.manifest.files and (self.path / name).is_file()
+        return name in self.manifest.files and self.file(name).is_file()
 
-    def tokenizer(self):  # noqa: ANN201 - tokenizers is an optional import for bundle readers
+    def tokenizer(self) -> Tokenizer:
         from tokenizers import Tokenizer
 
-        return Tokenizer.from_file(str(self.file("tokenizer.json")))
+        file = self.file("tokenizer.json")
+        try:
+            tokenizer = Tokenizer.from_file(str(file))
+            tokenizer.encode("a")  # some broken files parse and fail only when used (a WordPiece without its [UNK])
+        except Exception as exc:  # tokenizers raises bare Exceptions for every kind of bad file
+            raise BundleError(f"{file}: not a usable tokenizers file ({exc})") from exc
+        return tokenizer
 
-    def input_builder(self):  # noqa: ANN201
+    def input_builder(self) -> InputBuilder:
         from arbiter.bundle.render import InputBuilder
 
         spec = self.manifest.model
-        return InputBuilder(self.tokenizer(), spec.rendering, spec.max_length)
+        tokenizer = self.tokenizer()
+        try:
+            return InputBuilder(tokenizer, spec.rendering, spec.max_length)
+        except ValueError as exc:  # the rendering rule: no chat template, or one that does not compile
+            raise BundleError(f"{self.path / MANIFEST_FILE}: unusable model.rendering ({exc})") from exc
 
 
 def load_bundle(path: str | Path, verify_checksums: bool = True) -> Bundle:
@@ -65,15 +97,17 @@ def load_bundle(path: str | Path, verify_checksums: bool = True) -> Bundle:
     for name in REQUIRED_FILES:
         if name not in manifest.files:
             raise BundleError(f"{root}: manifest lists no {name}; the bundle is incomplete")
+    bundle = Bundle(root, manifest)
+    files = {name: bundle.file(name) for name in manifest.files}  # every name checked before any file is touched
     for name, entry in manifest.files.items():
-        file = root / name
+        file = files[name]
         if not file.is_file():
             raise BundleError(f"{root}: missing file {name} (listed in the manifest)")
         if file.stat().st_size != entry.bytes:
             raise BundleError(f"{file}: size {file.stat().st_size} bytes, manifest says {entry.bytes}")
         if verify_checksums and sha256_file(file) != entry.sha256:
             raise BundleError(f"{file}: checksum mismatch; the file was changed or corrupted after export")
-    return Bundle(root, manifest)
+    return bundle
 
 
 def _check_version(where: Path, version: object) -> None:

@@ -24,7 +24,18 @@ class OnnxRewardModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+            raise BundleError(f"{model_file}: not a usable ONNX model ({exc})") from exc
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if inputs != {"input_ids", "attention_mask"} or "score" not in outputs:
+            # Caught here rather than on the first request, where it would be the server's error, not the bundle's.
+            raise BundleError(
+                f"{model_file}: the graph takes {sorted(inputs)} and gives {sorted(outputs)}; "
+                "a reward model takes input_ids and attention_mask and gives score"
+            )
         self.spec, self.builder, self.batch_size = spec, builder, batch_size
 
     @classmethod

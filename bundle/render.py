@@ -3,6 +3,8 @@
 Training and the server both call `InputBuilder`, over the same `tokenizers.Tokenizer` file that the bundle
 carries, so a bundle scores what it was trained on. Truncation keeps the response and cuts the prompt from
 the left (the end of a conversation matters most); a response longer than the whole budget is cut at its end.
+Text a client sends and the template cannot take (a lone surrogate, a conversation the template refuses) raises
+InvalidInput: it is the caller's to fix.
 """
 
 from __future__ import annotations
@@ -12,16 +14,25 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
+from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from arbiter.bundle.manifest import Rendering
+from arbiter.errors import InvalidInput
 
 Message: TypeAlias = dict[str, str]
 Prompt: TypeAlias = str | Sequence[Message]
 
 # The plain template, used when a tokenizer has no chat template (documented in docs/bundle.md).
 PLAIN_ROLES = {"system": "System", "user": "Human", "assistant": "Assistant"}
+
+# A long text is tokenized from a piece of about this many characters per token it must give (grown if that falls
+# short), instead of whole: the result is the same and a 3 MB response costs what a short one does.
+CHARS_PER_TOKEN = 8
+# How close to a piece's cut its tokens may differ from the whole text's (a word, a contraction, a special token
+# or a run of spaces cut in two); every word with a token this close to the cut is dropped.
+CUT_MARGIN = 64
 
 
 def as_messages(prompt: Prompt) -> list[Message]:
@@ -36,7 +47,16 @@ def render_plain(prompt: Prompt) -> str:
 
 
 def _raise(message: str) -> None:
-    raise ValueError(message)
+    # What transformers' apply_chat_template raises too; _chat turns it into the caller's error.
+    raise TemplateError(message)
+
+
+def _require_unicode(text: str, where: str) -> None:
+    """Refuse a lone surrogate (JSON's "\\ud800" decodes to one): it is not text, and the tokenizer cannot take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{where} is not valid Unicode: lone surrogate at position {exc.start}") from None
 
 
 class TemplateRenderer:
@@ -53,18 +73,28 @@ class TemplateRenderer:
                 trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
             )
             env.globals["raise_exception"] = _raise
-            self._template = env.from_string(rendering.chat_template)
+            try:
+                self._template = env.from_string(rendering.chat_template)
+            except TemplateError as exc:
+                raise ValueError(f"the chat template does not compile: {exc}") from exc
 
     def _chat(self, messages: list[Message], add_generation_prompt: bool) -> str:
         assert self._template is not None
         context: dict[str, Any] = dict(self.rendering.special_tokens)
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **context)
+        try:
+            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **context)
+        except TemplateError as exc:  # raise_exception("Conversation roles must alternate ..."), an undefined, ...
+            raise InvalidInput(f"the model's chat template cannot render this prompt: {exc}") from None
 
     def split(self, prompt: Prompt, response: str) -> tuple[str, str]:
         """(prompt part, response part): their concatenation is the full rendered text."""
-        if self._template is None:
-            return render_plain(prompt), " " + response
         messages = as_messages(prompt)
+        for index, message in enumerate(messages):
+            for key, text in message.items():
+                _require_unicode(text, "prompt" if isinstance(prompt, str) else f"prompt message {index} {key}")
+        _require_unicode(response, "response")
+        if self._template is None:
+            return render_plain(messages), " " + response
         head = self._chat(messages, add_generation_prompt=True)
         full = self._chat([*messages, {"role": "assistant", "content": response}], add_generation_prompt=False)
         if full.startswith(head):
@@ -91,18 +121,44 @@ class InputBuilder:
 
     def encode(self, prompt: Prompt, response: str) -> Encoded:
         head, tail = self.renderer.split(prompt, response)
-        head_ids = self.tokenizer.encode(head, add_special_tokens=False).ids if head else []
-        tail_ids = self.tokenizer.encode(tail, add_special_tokens=False).ids if tail else []
         budget = self.max_length - len(self.head_special) - len(self.tail_special)
-        truncated = len(head_ids) + len(tail_ids) > budget
-        if len(tail_ids) >= budget:
-            head_ids, tail_ids = [], tail_ids[:budget]
-        elif truncated:
-            head_ids = head_ids[len(head_ids) + len(tail_ids) - budget :]
-        return Encoded(self.head_special + head_ids + tail_ids + self.tail_special, truncated)
+        tail_ids, tail_over = self._edge(tail, budget, keep_end=False)
+        # A response over the budget leaves no room for the prompt: it is never tokenized.
+        head_ids, head_over = ([], True) if tail_over else self._edge(head, budget - len(tail_ids), keep_end=True)
+        return Encoded(self.head_special + head_ids + tail_ids + self.tail_special, tail_over or head_over)
+
+    def _edge(self, text: str, count: int, keep_end: bool) -> tuple[list[int], bool]:
+        """The first `count` ids of `text` (the last, with keep_end) and whether it has more, as if tokenized whole.
+
+        The tokenizer works word by word, so the words of a piece taken from the kept end that lie away from its cut
+        have the whole text's ids. A piece is tried first, then one four times as long, until those words give more
+        than `count` ids, else the whole text is tokenized."""
+        chars = CHARS_PER_TOKEN * count + 2 * CUT_MARGIN
+        while chars < len(text):
+            piece = text[len(text) - chars :] if keep_end else text[:chars]
+            ids = _away_from_cut(self.tokenizer.encode(piece, add_special_tokens=False), chars, cut_at_start=keep_end)
+            if len(ids) > count:
+                return (ids[len(ids) - count :] if keep_end else ids[:count]), True
+            if not ids:  # one word spans the piece: growing it would tokenize that word again and again
+                break
+            chars *= 4
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids if text else []
+        return (ids[max(len(ids) - count, 0) :] if keep_end else ids[:count]), len(ids) > count
 
     def encode_many(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Encoded]:
         return [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+
+def _away_from_cut(encoding: Encoding, length: int, cut_at_start: bool) -> list[int]:
+    """A piece's ids less those of every word from its cut to the last one with a token within CUT_MARGIN of it."""
+    ids, words = encoding.ids, encoding.word_ids
+    gaps = [start if cut_at_start else length - end for start, end in encoding.offsets]
+    if not cut_at_start:  # walk from the cut inwards either way
+        ids, words, gaps = ids[::-1], words[::-1], gaps[::-1]
+    first = max((i for i, gap in enumerate(gaps) if gap < CUT_MARGIN), default=-1) + 1
+    while 0 < first < len(ids) and words[first] == words[first - 1]:
+        first += 1
+    return ids[first:] if cut_at_start else ids[first:][::-1]
 
 
 def _special_frame(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:

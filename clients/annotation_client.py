@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from arbiter.clients import operations as ops
 from arbiter.clients.annotation import (
     AnnotationInput,
     AnnotationRecord,
@@ -27,6 +28,7 @@ from arbiter.clients.annotation import (
     TaskView,
 )
 from arbiter.clients.errors import RewardServerError
+from arbiter.clients.operations import Operation
 from arbiter.clients.retry import Retry
 from arbiter.clients.transport import http_error
 
@@ -56,49 +58,52 @@ class AnnotationClient:
         for number, start in enumerate(range(0, len(specs), self.chunk_size)):
             batch = TaskBatch(tasks=specs[start : start + self.chunk_size])
             headers = {"Idempotency-Key": _chunk_key(idempotency_key, number)} if idempotency_key else {}
-            part = self._call("POST", "/v1/annotation/tasks", TaskBatchResult, batch, headers)
+            part = self._call(ops.ANNOTATION_TASKS, TaskBatchResult, batch, headers)
             ids += part.task_ids
             created += 0 if part.replayed else part.created  # a replayed chunk created nothing now
             replayed = replayed and part.replayed
         return TaskBatchResult(task_ids=ids, created=created, replayed=replayed and bool(ids))
 
     def next_task(self) -> TaskView | None:
-        return self._call("POST", "/v1/annotation/next", lambda body: TaskView.model_validate(body) if body else None)
+        return self._call(ops.ANNOTATION_NEXT, lambda body: TaskView.model_validate(body) if body else None)
 
     def submit(self, task_id: int, answer: AnnotationInput | dict[str, Any]) -> AnnotationRecord:
         answer = answer if isinstance(answer, AnnotationInput) else AnnotationInput.model_validate(answer)
-        return self._call("POST", f"/v1/annotation/tasks/{task_id}/annotations", AnnotationRecord, answer)
+        return self._call(ops.ANNOTATION_SUBMIT, AnnotationRecord, answer, path={"task_id": task_id})
 
     def skip(self, task_id: int) -> None:
-        self._call("POST", f"/v1/annotation/tasks/{task_id}/skip", lambda _: None)
+        self._call(ops.ANNOTATION_SKIP, lambda _: None, path={"task_id": task_id})
 
     def progress(self) -> Progress:
-        return self._call("GET", "/v1/annotation/me", Progress)
+        return self._call(ops.ANNOTATION_ME, Progress)
 
     def stats(self, model: str | None = None) -> AnnotationStats:
-        return self._call("GET", "/v1/annotation/stats", AnnotationStats, params={"model": model} if model else None)
+        return self._call(ops.ANNOTATION_STATS, AnnotationStats, params={"model": model} if model else None)
 
     def export(self, **filters: object) -> list[dict[str, Any]]:
         """Preference rows as `arbiter train` reads them; filters as GET /v1/annotation/export takes them
         (since, until, policy_version, min_annotations, min_agreement, include_flagged, aggregate)."""
         params = {k: v for k, v in filters.items() if v is not None}
-        text = self._call("GET", "/v1/annotation/export", lambda body: body, params=params, raw=True)
+        text = self._call(ops.ANNOTATION_EXPORT, lambda body: body, params=params, raw=True)
         return [json.loads(line) for line in text.splitlines()]
 
     def _call(
         self,
-        method: str,
-        path: str,
+        operation: Operation,
         parse: type[T] | Callable[[Any], T],
         body: Any = None,
         headers: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
         raw: bool = False,
+        path: dict[str, object] | None = None,
     ) -> T:
         payload = body.model_dump(mode="json", exclude_none=True) if body is not None else None
+        method, url = operation.method or "GET", operation.url(**(path or {}))
+        if method != "GET":  # the server takes state-changing requests as JSON only, bodiless ones too
+            headers = {"content-type": "application/json", **(headers or {})}
         for attempt in range(self.retry.attempts):
             try:
-                response = self._http.request(method, path, json=payload, headers=headers, params=params)
+                response = self._http.request(method, url, json=payload, headers=headers, params=params)
             except httpx.TransportError as exc:
                 error = RewardServerError(None, "unavailable", f"cannot reach {self._http.base_url}: {exc!r}")
             else:

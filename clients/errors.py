@@ -11,7 +11,8 @@ class RewardServerError(Exception):
 
     `status` is the HTTP status (gRPC statuses are mapped to the HTTP one with the same meaning, None when no
     answer came); `code` is the server's error code (`invalid_input`, `model_not_found`, `too_large`,
-    `queue_full`, `not_ready`, ...) or `unavailable` / `deadline_exceeded` for transport failures.
+    `queue_full`, `not_ready`, ...) or `unavailable` / `deadline_exceeded` for transport failures. `request_id`
+    names the request in the server's log (quote it when reporting a 5xx).
     """
 
     def __init__(
@@ -21,10 +22,11 @@ class RewardServerError(Exception):
         message: str,
         details: object | None = None,
         retry_after: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}" if status is None else f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
-        self.details, self.retry_after = details, retry_after
+        self.details, self.retry_after, self.request_id = details, retry_after, request_id
 
     @property
     def retryable(self) -> bool:

@@ -6,9 +6,16 @@ single-label outputs by default, which hides the scale a PPO loop needs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Every text a request carries is capped here, on both faces (gRPC requests are validated by these models too), so
+# a multi-megabyte string is refused before anything tokenizes it; names are short by nature.
+MAX_TEXT_CHARS = 1_000_000
+MAX_NAME_CHARS = 200
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
 
 class Wire(BaseModel):
@@ -17,10 +24,10 @@ class Wire(BaseModel):
 
 class ChatMessage(Wire):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    content: Text
 
 
-Prompt = str | list[ChatMessage]
+Prompt = Text | list[ChatMessage]
 
 
 def plain_prompt(value: Prompt) -> str | list[dict[str, str]]:
@@ -30,11 +37,11 @@ def plain_prompt(value: Prompt) -> str | list[dict[str, str]]:
 
 class ScoreItem(Wire):
     prompt: Prompt
-    response: str
+    response: Text
 
 
 class ScoreRequest(Wire):
-    model: str | None = Field(None, description="model name; the server's default when omitted")
+    model: Name | None = Field(None, description="model name; the server's default when omitted")
     items: list[ScoreItem] = Field(min_length=1)
     normalize: bool = Field(False, description="also return (score - mean) / std with the bundle's statistics")
     sigmoid: bool = Field(False, description="return sigmoid(score) instead of the raw logit")
@@ -51,17 +58,17 @@ class ScoreResponse(Wire):
 
 class ComparePair(Wire):
     prompt: Prompt
-    response_a: str
-    response_b: str
+    response_a: Text
+    response_b: Text
 
 
 class CompareRequest(Wire):
     """One pair (prompt, response_a, response_b) or a batch of them in `pairs`."""
 
-    model: str | None = None
+    model: Name | None = None
     prompt: Prompt | None = None
-    response_a: str | None = None
-    response_b: str | None = None
+    response_a: Text | None = None
+    response_b: Text | None = None
     pairs: list[ComparePair] | None = None
 
     @model_validator(mode="after")
@@ -94,9 +101,9 @@ class CompareResponse(Wire):
 
 
 class RankRequest(Wire):
-    model: str | None = None
+    model: Name | None = None
     prompt: Prompt
-    responses: list[str] = Field(min_length=2)
+    responses: list[Text] = Field(min_length=2)
 
 
 class RankResponse(Wire):
@@ -131,7 +138,7 @@ class LoadModelRequest(Wire):
     """Serve a bundle without a restart: a new name adds a model, a served name is replaced once loaded."""
 
     bundle: str = Field(min_length=1, description="the bundle folder, as the server sees it")
-    name: str | None = Field(None, description="the model's name (default: the bundle's own name)")
+    name: Name | None = Field(None, description="the model's name (default: the bundle's own name)")
     default: bool = Field(False, description="make it the default model")
 
 
@@ -139,6 +146,8 @@ class ErrorDetail(Wire):
     code: str
     message: str
     details: object | None = None
+    request_id: str | None = Field(None, description="the request's X-Request-ID: the server's log lines carry it")
+    status: int | None = Field(None, description="the HTTP status, on the gRPC face too (its `arbiter-error` trailer)")
 
 
 class ErrorBody(Wire):
@@ -149,8 +158,8 @@ class OpenRLHFRewardRequest(BaseModel):
     """OpenRLHF's remote reward-model protocol (`--remote_rm_url`): full texts, optionally their prompts."""
 
     model_config = ConfigDict(extra="allow")
-    query: list[str] = Field(min_length=1)
-    prompts: list[str] | None = None
+    query: list[Text] = Field(min_length=1)
+    prompts: list[Text] | None = None
     labels: list[object] | None = None
 
 
@@ -167,15 +176,15 @@ class JudgeItem(Wire):
     """Absolute mode: prompt and response. Pairwise mode: prompt, response_a and response_b."""
 
     prompt: Prompt
-    response: str | None = None
-    response_a: str | None = None
-    response_b: str | None = None
+    response: Text | None = None
+    response_a: Text | None = None
+    response_b: Text | None = None
 
 
 class JudgeRequest(Wire):
     mode: Literal["absolute", "pairwise"] = "absolute"
-    constitution: str | None = Field(None, description="constitution name; the server's default when omitted")
-    principles: list[str] | None = Field(None, description="principle names to use (default: all)")
+    constitution: Name | None = Field(None, description="constitution name; the server's default when omitted")
+    principles: list[Name] | None = Field(None, description="principle names to use (default: all)")
     sampling: Literal["all", "sample"] = Field(
         "all", description="all: every principle, averaged; sample: one principle drawn per item (as in CAI)"
     )
@@ -250,13 +259,13 @@ class ConstitutionList(Wire):
 
 class RewardItem(Wire):
     prompt: Prompt
-    response: str
-    group: str | None = Field(None, description="responses to the same prompt share a group (group_norm, GRPO)")
+    response: Text
+    group: Name | None = Field(None, description="responses to the same prompt share a group (group_norm, GRPO)")
     unsafe: bool | None = Field(None, description="the prompt is flagged unsafe (the Llama 2 gating rule)")
 
 
 class RewardRequest(Wire):
-    spec: str | None = Field(None, description="reward spec name; the server's default when omitted")
+    spec: Name | None = Field(None, description="reward spec name; the server's default when omitted")
     items: list[RewardItem] = Field(min_length=1)
 
 

@@ -19,6 +19,3 @@ class Retry:
         ceiling = min(self.max_backoff, self.backoff * 2**attempt)
         jittered = (rng or random).uniform(0, ceiling)
         return max(jittered, retry_after or 0.0)
-
-
-NO_RETRY = Retry(attempts=1)

@@ -1,7 +1,7 @@
 """The two ways a request reaches the server, behind one `call`: HTTP (httpx) and gRPC (grpc.aio).
 
-Each turns the server's error answers into RewardServerError with the same code and HTTP-style status, so the
-client's retry logic does not care which one carried the call.
+Each turns the server's error answers into RewardServerError with the same code and HTTP status (over gRPC the
+server's `arbiter-error` trailer names it), so the client's retry logic does not care which one carried the call.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from arbiter.clients.errors import RewardServerError
 M = TypeVar("M", bound=BaseModel)
 Method = Literal["score", "compare", "rank", "models", "reward"]
 
-# gRPC status -> the HTTP status of the same meaning (what RewardServerError.status reports).
+# gRPC status -> the HTTP status of the same meaning, for answers without the server's trailer (gRPC's own failures).
 GRPC_TO_HTTP = {
     "INVALID_ARGUMENT": 400,
     "UNAUTHENTICATED": 401,
@@ -112,14 +112,17 @@ class GrpcTransport:
 def http_error(response: httpx.Response) -> RewardServerError:
     """An HTTP error answer as RewardServerError: the server's JSON error body when it has one."""
     retry_after = response.headers.get("retry-after")
+    request_id = response.headers.get("x-request-id")
     try:
         error = wire.ErrorBody.model_validate_json(response.content).error
         code, message, details = error.code, error.message, error.details
+        request_id = error.request_id or request_id
     except ValueError:  # not our JSON (a proxy in between, say)
         code, message, details = f"http_{response.status_code}", response.text[:500], None
     if response.status_code == 503 and code.startswith("http_"):
         code = "unavailable"
-    return RewardServerError(response.status_code, code, message, details, float(retry_after) if retry_after else None)
+    wait = float(retry_after) if retry_after else None
+    return RewardServerError(response.status_code, code, message, details, wait, request_id)
 
 
 def grpc_error(exc: object) -> RewardServerError:
@@ -127,13 +130,16 @@ def grpc_error(exc: object) -> RewardServerError:
     status = exc.code().name  # type: ignore[attr-defined]
     trailing = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
     retry_after = float(trailing["retry-after"]) if "retry-after" in trailing else None
+    http_status = GRPC_TO_HTTP.get(status, 500)
     if "arbiter-error" in trailing:
         error = wire.ErrorBody.model_validate(json.loads(trailing["arbiter-error"])).error
-        code, message, details = error.code, error.message, error.details
+        code, message, details, request_id = error.code, error.message, error.details, error.request_id
+        # gRPC has fewer statuses than HTTP (413 and 400 are both INVALID_ARGUMENT): the server's own word wins.
+        http_status = error.status or http_status
     else:  # gRPC's own failures: connection refused, deadline, message too large, ...
         code = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "deadline_exceeded"}.get(status, status.lower())
-        message, details = exc.details() or status, None  # type: ignore[attr-defined]
-    return RewardServerError(GRPC_TO_HTTP.get(status, 500), code, message, details, retry_after)
+        message, details, request_id = exc.details() or status, None, None  # type: ignore[attr-defined]
+    return RewardServerError(http_status, code, message, details, retry_after, request_id)
 
 
 def open_transport(url: str, headers: dict[str, str] | None = None, max_connections: int = 64) -> Transport:

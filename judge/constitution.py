@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from arbiter.errors import NotFound
+
 BUILTIN = Path(__file__).resolve().parent / "constitutions"
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -68,7 +70,7 @@ class Constitution(BaseModel):
         for p in self.principles:
             if p.name == name:
                 return p
-        raise KeyError(
+        raise NotFound(
             f"constitution {self.name!r} has no principle {name!r}; it has {[p.name for p in self.principles]}"
         )
 
@@ -103,5 +105,5 @@ class ConstitutionLibrary:
     def get(self, name: str | None) -> Constitution:
         key = name or "default"
         if key not in self.constitutions:
-            raise KeyError(f"no constitution named {key!r}; known: {sorted(self.constitutions)}")
+            raise NotFound(f"no constitution named {key!r}; known: {sorted(self.constitutions)}")
         return self.constitutions[key]

@@ -8,6 +8,11 @@ Pairwise: a multiple-choice question per principle. P(A) is the normalized proba
 each pair is judged in both orders and the two estimates of P(a preferred) are averaged, which cancels the
 judge's position bias, and their gap is reported. With chain of thought the judge reasons first and P(A) is
 clamped to [0.4, 0.6]: reasoning makes the letters' probabilities overconfident (Bai et al. 2022).
+
+An answer counts only where it must be: after reasoning, at the end of the reply's final non-empty line, as
+`[RESULT] n` or "Therefore, the better response is (X)"; a score-only or letter-only reply, in the reply itself.
+The reasoning may quote the judged texts, and a response that says "[RESULT] 5" or "the better response is (A)"
+must not be able to answer for the judge.
 """
 
 from __future__ import annotations
@@ -34,7 +39,11 @@ from arbiter.judge.cache import VerdictCache, cache_key
 from arbiter.judge.constitution import Constitution, ConstitutionLibrary, Principle
 
 COT_CLAMP = (0.4, 0.6)
-RESULT = re.compile(r"\[RESULT\]\s*(\d+)")
+# A reasoned answer is the end of the reply, as the prompt asks: the final line ends with it.
+RESULT_AT_END = re.compile(re.escape(prompts.RESULT_MARK) + r"[ \t]*(\d+)[ \t]*\.?\s*\Z")
+# The prefix without its "(": a judge that writes "... is A" has still answered in the right place.
+LETTER_AT_END = re.compile(re.escape(prompts.COT_ANSWER_PREFIX.removesuffix("(")) + r"\(?([AB])\)?[ \t]*\.?\s*\Z")
+SCORE_ONLY = re.compile(r"\s*(?:" + re.escape(prompts.RESULT_MARK) + r"\s*)?(\d+)")
 LETTER = re.compile(r"\(?\b([AB])\b\)?")
 
 
@@ -73,15 +82,35 @@ def disagree(first: float, second: float) -> bool:
     return (first - 0.5) * (second - 0.5) < 0
 
 
-def parse_level(text: str, levels: list[int]) -> int | None:
-    found = [int(m) for m in RESULT.findall(text)] or [int(c) for c in text.strip()[:3] if c.isdigit()]
-    found = [n for n in found if levels[0] <= n <= levels[-1]]
-    return found[-1] if found else None
+def split_answer(text: str, answer: re.Pattern[str]) -> tuple[str, str | None]:
+    """A reasoned reply split into its reasoning and its answer, which counts only where `answer` finds it: at the
+    end of the final non-empty line. None when it is not there; a mark earlier on (quoted from a judged text, or
+    the judge thinking aloud) is part of the reasoning."""
+    found = answer.search(text)
+    if found is None:
+        return text.strip(), None
+    return text[: found.start()].strip(), found[1]
 
 
-def parse_letter(text: str) -> str | None:
-    found = LETTER.findall(text)
-    return found[-1] if found else None
+def parse_level(text: str, levels: list[int], reasoned: bool) -> int | None:
+    """The score: after reasoning, n of the `[RESULT] n` that ends the reply; in a reply that is only the score (or
+    `[RESULT] n`), the number it starts with. None when it is not there or not one of `levels`."""
+    if reasoned:
+        answer = split_answer(text, RESULT_AT_END)[1]
+    else:
+        found = SCORE_ONLY.match(text)
+        answer = found[1] if found else None
+    level = int(answer) if answer is not None else None
+    return level if level is not None and levels[0] <= level <= levels[-1] else None
+
+
+def parse_letter(text: str, reasoned: bool) -> str | None:
+    """The letter: after reasoning, the one in the "Therefore, the better response is (X)" that ends the reply; in a
+    letter-only reply (a few tokens), its last A or B."""
+    if reasoned:
+        return split_answer(text, LETTER_AT_END)[1]
+    letters = LETTER.findall(text)
+    return letters[-1] if letters else None
 
 
 class Judge:
@@ -153,11 +182,11 @@ class Judge:
         )
 
     async def _cached(self, key: str, compute: Callable[[], Awaitable[Scored]]) -> Scored:
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+        if self.cache is not None and (hit := await self.cache.get(key)) is not None:
             return Scored(PrincipleVerdict.model_validate({**hit, "cached": True}))
         scored = await compute()
         if self.cache is not None:
-            self.cache.put(key, scored.verdict.model_dump())
+            await self.cache.put(key, scored.verdict.model_dump())
         return scored
 
     def _key(self, constitution: Constitution, principle: Principle, **parts: object) -> str:
@@ -183,13 +212,12 @@ class Judge:
         messages = prompts.absolute(principle, prompt, response, rationale)
         levels, options = principle.levels, [str(level) for level in principle.levels]
         used = [0, 0]
-        text, prefix = "", ""
+        text, reasoning, prefix = None, None, ""
         if rationale:
             reply = await self.backend.complete(messages, self.max_reasoning_tokens)
             used = [reply.prompt_tokens, reply.completion_tokens]
             text = reply.text
-            cut = text.find(prompts.RESULT_MARK)
-            reasoning = (text[:cut] if cut >= 0 else text).strip()
+            reasoning = split_answer(text, RESULT_AT_END)[0]
             prefix = f"{reasoning}\n{prompts.RESULT_MARK} "
         logprobs = await self.backend.option_logprobs(messages, options, prefix)
         expected = expected_level(levels, logprobs.logprobs) if logprobs else None
@@ -201,29 +229,31 @@ class Judge:
             score, extra = await self._parsed_level(messages, text, levels)
             used = [used[0] + extra[0], used[1] + extra[1]]
             method = "parsed"
-        reasoning_text = prefix.removesuffix(f"\n{prompts.RESULT_MARK} ").strip() if rationale else None
         verdict = PrincipleVerdict(
             principle=principle.name,
             score=score,
             normalized=(score - levels[0]) / (levels[-1] - levels[0]),
-            rationale=reasoning_text,
+            rationale=reasoning,
             method=method,
         )
         return Scored(verdict, *used)
 
     async def _parsed_level(
-        self, messages: list[dict[str, str]], text: str, levels: list[int]
+        self, messages: list[dict[str, str]], reasoned: str | None, levels: list[int]
     ) -> tuple[float, list[int]]:
+        """The score parsed from the reasoned reply, or (no rationale asked) from a score-only reply."""
         used = [0, 0]
-        if not text:  # no rationale asked: the score alone
+        if reasoned is None:
             reply = await self.backend.complete(messages, 8)
             text, used = reply.text, [reply.prompt_tokens, reply.completion_tokens]
-        level = parse_level(text, levels)
+        else:
+            text = reasoned
+        level = parse_level(text, levels, reasoned=reasoned is not None)
         if level is None:
             retry = [*messages, {"role": "assistant", "content": text}, prompts.retry_reminder(levels)]
             reply = await self.backend.complete(retry, 8)
             used = [used[0] + reply.prompt_tokens, used[1] + reply.completion_tokens]
-            level = parse_level(reply.text, levels)
+            level = parse_level(reply.text, levels, reasoned=False)  # asked for the line only
         if level is None:
             raise JudgeParseError(f"the judge model gave no score from {levels[0]} to {levels[-1]}: {text[-200:]!r}")
         return float(level), used
@@ -258,12 +288,12 @@ class Judge:
         """P(the response shown first is better), whether it came from log-probs, tokens used, reasoning."""
         messages = prompts.pairwise(principle, prompt, first, second, cot)
         used = [0, 0]
-        reasoning = None
-        prefix = ""
+        reasoned, reasoning, prefix = None, None, ""
         if cot:
             reply = await self.backend.complete(messages, self.max_reasoning_tokens)
             used = [reply.prompt_tokens, reply.completion_tokens]
-            reasoning = reply.text.strip()
+            reasoned = reply.text
+            reasoning = split_answer(reasoned, LETTER_AT_END)[0]
             prefix = f"{reasoning}\n{prompts.COT_ANSWER_PREFIX}"
         logprobs = await self.backend.option_logprobs(messages, ["A", "B"], prefix)
         p = prob_first(logprobs.logprobs) if logprobs else None
@@ -271,12 +301,12 @@ class Judge:
             used[0] += logprobs.prompt_tokens
         from_logprobs = p is not None
         if p is None:
-            text = reasoning
+            text = reasoned
             if text is None:
                 reply = await self.backend.complete(messages, 4)
                 text = reply.text
                 used = [used[0] + reply.prompt_tokens, used[1] + reply.completion_tokens]
-            letter = parse_letter(text)
+            letter = parse_letter(text, reasoned=reasoned is not None)
             if letter is None:
                 raise JudgeParseError(f"the judge model picked neither A nor B: {text[-200:]!r}")
             p = 1.0 if letter == "A" else 0.0

@@ -1,4 +1,4 @@
-"""AI feedback (RLAIF): label preference pairs with the constitutional judge, and measure the judge against humans.
+"""AI feedback (RLAIF): label preference pairs with the constitutional judge.
 
 Labelling reads pairs, judges each pairwise (both presentation orders, averaged), and appends one row per pair to a
 JSONL file that `arbiter train` reads back as it is:
@@ -13,41 +13,29 @@ again) with `"tie": true` and strength 0.5, and the training loader drops it as 
 Rows are flushed one by one as verdicts arrive, so an interrupted run keeps everything it finished; a rerun on the
 same output reads the pair ids already there and judges only the rest. A pair's id is the sha256 of its prompt and
 its two responses in sorted order, so a pair keeps its id whichever response is shown first.
-
-Each pair is sent to the judge as its own one-item request: the judge draws the principle of `sampling="sample"`
-from the seed, the item and the item's index in its request, so one-item requests keep the draw independent of
-batching and of what an earlier run already labelled. `batch_size` is the number of pairs in flight at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from arbiter.bundle.render import Prompt
-from arbiter.clients.protocol import JudgeItem, JudgeRequest, Verdict
-from arbiter.judge.constitution import Constitution
+from arbiter.clients.protocol import JudgeItem, Verdict
+from arbiter.data.load import load_source
+from arbiter.data.sources import SourceSpec, read_rows
 from arbiter.judge.judging import Judge, JudgeParseError
-from arbiter.training.data.load import load_source
-from arbiter.training.data.schema import PreferenceGroup
-from arbiter.training.data.sources import SourceSpec, read_rows
-from arbiter.training.text_table import text_table
-
-Sampling = Literal["all", "sample"]
-# How a label was made; every row records these, and a resumed run must use the same.
-SETUP_KEYS = ("backend", "model", "constitution", "requested_principles", "sampling", "chain_of_thought", "seed")
+from arbiter.judge.setup import JudgeSetup, SetupRecord
 
 
 @dataclass(frozen=True)
@@ -60,16 +48,6 @@ class UnlabeledPair:
     @cached_property
     def id(self) -> str:
         return pair_id(self.prompt, self.response_a, self.response_b)
-
-
-@dataclass(frozen=True)
-class LabeledPair:
-    """A pair with a human (or other trusted) label: what the judge is measured against."""
-
-    prompt: Prompt
-    chosen: str
-    rejected: str
-    source: str = ""
 
 
 def pair_id(prompt: object, first: str, second: str) -> str:
@@ -150,84 +128,6 @@ def _unlabeled_rows(spec: SourceSpec, skipped: Counter[str]) -> list[UnlabeledPa
     return pairs
 
 
-def labeled_pairs(groups: Sequence[PreferenceGroup | LabeledPair]) -> list[LabeledPair]:
-    """Every human comparison as a pair: one per pairwise group, each compared pair of a ranking."""
-    out = []
-    for g in groups:
-        if isinstance(g, LabeledPair):
-            out.append(g)
-            continue
-        label = f"{g.source}/{g.subset}" if g.subset else g.source
-        out.extend(LabeledPair(g.prompt, g.responses[c.winner], g.responses[c.loser], label) for c in g.comparisons)
-    return out
-
-
-# -- judging ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JudgeSetup:
-    """Everything about how pairs are judged, beyond the pairs themselves."""
-
-    constitution: str = "default"
-    principles: list[str] | None = None
-    sampling: Sampling = "sample"
-    chain_of_thought: bool = False
-    seed: int = 0
-
-    def check(self, judge: Judge) -> Constitution:
-        """The constitution, with every named principle in it; a ValueError (a user mistake) when not."""
-        try:
-            constitution = judge.constitutions.get(self.constitution)
-            for name in self.principles or []:
-                constitution.principle(name)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from exc
-        return constitution
-
-    def describe(self, judge: Judge, constitution: Constitution) -> tuple[object, ...]:
-        """Values for SETUP_KEYS: what a label file records, and what a resumed run must match."""
-        c = f"{constitution.name}@{constitution.version}"
-        return (
-            judge.backend.name,
-            judge.backend.model,
-            c,
-            self.principles or None,
-            self.sampling,
-            self.chain_of_thought,
-            self.seed,
-        )
-
-    async def verdict(self, judge: Judge, prompt: Prompt, a: str, b: str) -> Verdict:
-        request = JudgeRequest(
-            mode="pairwise",
-            constitution=self.constitution,
-            principles=self.principles or None,
-            sampling=self.sampling,
-            chain_of_thought=self.chain_of_thought,
-            seed=self.seed,
-            items=[JudgeItem(prompt=prompt, response_a=a, response_b=b)],
-        )
-        return (await judge.judge(request)).verdicts[0]
-
-
-async def _in_flight(jobs: Sequence[Any], width: int, run: Callable[[Any], Awaitable[None]]) -> None:
-    """Run `run(job)` over the jobs, `width` at a time; the first failure cancels the rest and is raised."""
-    remaining = iter(jobs)
-
-    async def worker() -> None:
-        for job in remaining:  # one shared iterator: each job is taken by exactly one worker
-            await run(job)
-
-    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(width, len(jobs))))]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 # -- labelling -------------------------------------------------------------------------------------------------
 
 
@@ -257,10 +157,9 @@ class LabelReport:
         )
 
 
-def done_ids(out_path: Path, setup: dict[str, object] | None = None) -> set[str]:
+def done_ids(out_path: Path, setup: SetupRecord) -> set[str]:
     """Ids of the pairs already in a label file. A last line cut short by an interruption is removed so that
-    appending starts on a fresh line. With `setup`, rows made by a different judge setup are an error: one label
-    file, one judge."""
+    appending starts on a fresh line. Rows made by another judge setup are an error: one label file, one judge."""
     if not out_path.is_file():
         return set()
     raw = out_path.read_bytes()
@@ -274,6 +173,7 @@ def done_ids(out_path: Path, setup: dict[str, object] | None = None) -> set[str]
             with out_path.open("r+b") as handle:
                 handle.truncate(cut)
             raw = raw[:cut]
+    ours = asdict(setup)
     ids = set()
     for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
         if not line.strip():
@@ -284,16 +184,14 @@ def done_ids(out_path: Path, setup: dict[str, object] | None = None) -> set[str]
             ids.add(info["id"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{out_path}:{number}: not a row written by `arbiter label`; use another output") from exc
-        theirs = {k: info.get(k) for k in SETUP_KEYS}
-        if setup is not None and theirs != setup:
-            differ = ", ".join(
-                f"{k} {theirs[k]!r} there, {setup[k]!r} now" for k in SETUP_KEYS if theirs[k] != setup[k]
-            )
+        theirs = {k: info.get(k) for k in ours}
+        if theirs != ours:
+            differ = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} now" for k in ours if theirs[k] != ours[k])
             raise ValueError(f"{out_path}:{number} was labelled differently ({differ}); use another output file")
     return ids
 
 
-def label_row(pair: UnlabeledPair, verdict: Verdict, setup: dict[str, object]) -> dict[str, object]:
+def label_row(pair: UnlabeledPair, verdict: Verdict, setup: SetupRecord) -> dict[str, object]:
     p = verdict.score
     a_wins = p >= 0.5
     row: dict[str, object] = {
@@ -309,7 +207,7 @@ def label_row(pair: UnlabeledPair, verdict: Verdict, setup: dict[str, object]) -
         "p_a": p,
         "chosen": "a" if a_wins else "b",
         "inconsistent": verdict.inconsistent,
-        **setup,
+        **asdict(setup),
         "principles": [
             {
                 "name": v.principle,
@@ -328,14 +226,7 @@ async def label_pairs(
     judge: Judge,
     pairs: Sequence[UnlabeledPair],
     out_path: Path | str,
-    *,
-    constitution: str = "default",
-    principles: list[str] | None = None,
-    sampling: Sampling = "sample",
-    chain_of_thought: bool = False,
-    seed: int = 0,
-    batch_size: int = 8,
-    progress: bool = True,
+    setup: JudgeSetup,
 ) -> LabelReport:
     """Judge every pair not yet in `out_path` and append its row there as soon as its verdict is in.
 
@@ -346,26 +237,24 @@ async def label_pairs(
     from tqdm import tqdm
 
     out_path = Path(out_path)
-    how = JudgeSetup(constitution, principles, sampling, chain_of_thought, seed)
-    used = how.check(judge)
-    setup = dict(zip(SETUP_KEYS, how.describe(judge, used), strict=True))
+    record = setup.record(judge)
     report = LabelReport(pairs=len(pairs))
-    done = done_ids(out_path, setup)
+    done = done_ids(out_path, record)
     todo = [p for p in pairs if p.id not in done]
     report.already_done = len(pairs) - len(todo)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="pair", desc="labelling", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(todo), unit="pair", desc="labelling", disable=not setup.progress, file=sys.stderr)
     with out_path.open("a", encoding="utf-8") as out:
 
         async def one(pair: UnlabeledPair) -> None:
             try:
-                verdict = await how.verdict(judge, pair.prompt, pair.response_a, pair.response_b)
+                verdict = await setup.verdict(judge, pair.prompt, pair.response_a, pair.response_b)
             except JudgeParseError:
                 report.failed["no_answer"] += 1
                 bar.update(1)
                 return
-            out.write(json.dumps(label_row(pair, verdict, setup), ensure_ascii=False) + "\n")
+            out.write(json.dumps(label_row(pair, verdict, record), ensure_ascii=False) + "\n")
             out.flush()
             report.labeled += 1
             report.ties += verdict.score == 0.5
@@ -375,159 +264,8 @@ async def label_pairs(
             bar.set_postfix(ties=report.ties, inconsistent=report.inconsistent, refresh=False)
 
         try:
-            await _in_flight(todo, batch_size, one)
+            await setup.in_flight(todo, one)
         finally:
             bar.close()
             report.seconds = time.perf_counter() - started
     return report
-
-
-# -- measuring the judge against human labels -----------------------------------------------------------------
-
-
-def _pick(p: float) -> str:
-    return "A" if p > 0.5 else "B" if p < 0.5 else "tie"
-
-
-def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    n = len(records)
-    agree = [r["judge_pick"] == r["human_pick"] for r in records]
-    consistent = [a for a, r in zip(agree, records, strict=True) if not r["inconsistent"]]
-    return {
-        "pairs": n,
-        "agreement": sum(agree) / n if n else None,
-        "consistent_pairs": len(consistent),
-        "agreement_consistent": sum(consistent) / len(consistent) if consistent else None,
-        "inconsistency_rate": sum(bool(r["inconsistent"]) for r in records) / n if n else None,
-        "mean_abs_margin": sum(abs(r["p_a"] - 0.5) for r in records) / n if n else None,
-        "ties": sum(r["judge_pick"] == "tie" for r in records),
-    }
-
-
-async def evaluate_judge(
-    judge: Judge,
-    data: Sequence[PreferenceGroup | LabeledPair],
-    *,
-    constitution: str = "default",
-    principles: list[str] | None = None,
-    sampling: Sampling = "sample",
-    chain_of_thought: bool = False,
-    seed: int = 0,
-    batch_size: int = 8,
-    limit: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Agreement of the judge's pairwise verdicts with human labels.
-
-    The human-chosen response is shown as A in half the pairs and as B in the other half (which half is drawn
-    from the seed), so a judge that always answers A scores 50%, not 100% or 0%. The judge picks A when
-    P(A) > 0.5, B when P(A) < 0.5, and nothing (a tie, counted as disagreeing) at exactly 0.5. With `limit`, that
-    many pairs are drawn at random (seeded) from all of them.
-    """
-    from tqdm import tqdm
-
-    how = JudgeSetup(constitution, principles, sampling, chain_of_thought, seed)
-    used = how.check(judge)
-    pairs = labeled_pairs(data)
-    rng = random.Random(seed)
-    if limit is not None and limit < len(pairs):
-        pairs = rng.sample(pairs, limit)
-    order = list(range(len(pairs)))
-    rng.shuffle(order)
-    chosen_first = set(order[: len(order) // 2])
-    records: list[dict[str, Any] | None] = [None] * len(pairs)
-    failed = 0
-    started = time.perf_counter()
-    bar = tqdm(total=len(pairs), unit="pair", desc="judging", disable=not progress, file=sys.stderr)
-
-    async def one(index: int) -> None:
-        nonlocal failed
-        pair = pairs[index]
-        human = "A" if index in chosen_first else "B"
-        a, b = (pair.chosen, pair.rejected) if human == "A" else (pair.rejected, pair.chosen)
-        try:
-            verdict = await how.verdict(judge, pair.prompt, a, b)
-        except (JudgeParseError, ValidationError):  # no verdict (or a prompt the judge cannot take): counted apart
-            failed += 1
-            bar.update(1)
-            return
-        records[index] = {
-            "id": pair_id(pair.prompt, a, b),
-            "source": pair.source,
-            "human_pick": human,
-            "judge_pick": _pick(verdict.score),
-            "p_a": verdict.score,
-            "inconsistent": bool(verdict.inconsistent),
-            "principles": [v.principle for v in verdict.principles],
-        }
-        bar.update(1)
-
-    try:
-        await _in_flight(range(len(pairs)), batch_size, one)
-    finally:
-        bar.close()
-    done = [r for r in records if r is not None]
-    result = _summary(done)
-    result["failed"] = failed
-    result["confusion"] = {
-        f"human_{h}": {f"judge_{j}": sum(r["human_pick"] == h and r["judge_pick"] == j for r in done) for j in "AB"}
-        | {"tie": sum(r["human_pick"] == h and r["judge_pick"] == "tie" for r in done)}
-        for h in "AB"
-    }
-    sources = sorted({r["source"] for r in done})
-    result["by_source"] = {s: _summary([r for r in done if r["source"] == s]) for s in sources}
-    result["judge"] = dict(zip(SETUP_KEYS, how.describe(judge, used), strict=True))
-    result["seconds"] = time.perf_counter() - started
-    result["verdicts"] = done
-    return result
-
-
-def format_judge_report(result: dict[str, Any]) -> str:
-    def num(value: float | None, percent: bool = True) -> str:
-        if value is None:
-            return "n/a"
-        return f"{value:.1%}" if percent else f"{value:.4f}"
-
-    j = result["judge"]
-    lines = [
-        f"Judge {j['backend']}:{j['model']}, constitution {j['constitution']}, sampling {j['sampling']}"
-        + (", chain of thought" if j["chain_of_thought"] else "")
-        + f": {result['pairs']} pairs in {result['seconds']:.0f} s"
-        + (f" ({result['failed']} more gave no verdict)" if result["failed"] else ""),
-        text_table(
-            [
-                ["metric", "value"],
-                ["agreement with humans (ties count as wrong)", num(result["agreement"])],
-                [
-                    f"agreement on consistent verdicts ({result['consistent_pairs']} pairs)",
-                    num(result["agreement_consistent"]),
-                ],
-                ["position inconsistency (orders disagree)", num(result["inconsistency_rate"])],
-                ["mean |P(A) - 0.5|", num(result["mean_abs_margin"], percent=False)],
-                ["ties (P(A) = 0.5 exactly)", result["ties"]],
-            ]
-        ),
-        "",
-        "Confusion (rows: human prefers; columns: judge picks):",
-        text_table(
-            [["", "judge A", "judge B", "tie"]]
-            + [
-                [f"human {h}", *(result["confusion"][f"human_{h}"][k] for k in ("judge_A", "judge_B", "tie"))]
-                for h in "AB"
-            ]
-        ),
-    ]
-    if len(result["by_source"]) > 1:
-        rows = [["source", "pairs", "agreement", "agree (consistent)", "inconsistent"]]
-        for name, s in result["by_source"].items():
-            rows.append(
-                [
-                    name,
-                    s["pairs"],
-                    num(s["agreement"]),
-                    num(s["agreement_consistent"]),
-                    num(s["inconsistency_rate"]),
-                ]
-            )
-        lines += ["", "By source:", text_table(rows)]
-    return "\n".join(lines)

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from arbiter.errors import NotFound
+
 BUILTIN = Path(__file__).resolve().parent / "specs"
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 EPS = 1e-6
@@ -140,10 +142,6 @@ class _Component(_Strict):
         """The components this one is computed from (none for a leaf)."""
         return []
 
-    @property
-    def is_leaf(self) -> bool:
-        return True
-
 
 class ModelComponent(_Component):
     """A served reward model's raw score, fetched by the server under the component's name. Without `model`, the
@@ -180,10 +178,6 @@ class EnsembleComponent(_Component):
     def inputs(self) -> list[str]:
         return list(self.members)
 
-    @property
-    def is_leaf(self) -> bool:
-        return False
-
 
 class Llama2Component(_Component):
     """Llama 2's gate: the safety value where the prompt is flagged unsafe or safety < threshold, else helpfulness.
@@ -199,10 +193,6 @@ class Llama2Component(_Component):
     @property
     def inputs(self) -> list[str]:
         return [self.safety, self.helpfulness]
-
-    @property
-    def is_leaf(self) -> bool:
-        return False
 
 
 ComponentSpec = Annotated[
@@ -259,7 +249,7 @@ class RewardSpec(_Strict):
         for c in self.components:
             if c.name == name:
                 return c
-        raise KeyError(f"spec {self.name!r} has no component {name!r}; it has {[c.name for c in self.components]}")
+        raise NotFound(f"spec {self.name!r} has no component {name!r}; it has {[c.name for c in self.components]}")
 
 
 def _unknown(name: str, known: Collection[str]) -> str:
@@ -509,7 +499,7 @@ class SpecLibrary:
     def get(self, name: str | None = None) -> RewardSpec:
         key = name or "default"
         if key not in self.specs:
-            raise KeyError(f"no reward spec named {key!r}; known: {self.names}")
+            raise NotFound(f"no reward spec named {key!r}; known: {self.names}")
         return self.specs[key]
 
     check = staticmethod(check_spec)

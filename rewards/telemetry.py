@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,11 +43,6 @@ Scorer = Callable[[list[Prompt], list[str]], Awaitable[Any]]
 
 
 # --- the math ------------------------------------------------------------------------------------------------
-
-
-def word_lengths(responses: Iterable[str]) -> np.ndarray:
-    """Response lengths as the telemetry counts them: whitespace-separated words."""
-    return np.asarray([len(r.split()) for r in responses], dtype=np.float64)
 
 
 def rankdata(x: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Iterator
 
@@ -37,7 +38,7 @@ async def run_server(settings: ServerSettings) -> None:
         log_config=None,
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),  # uvicorn takes whole seconds
     )
     http = _HttpServer(config)
     grpc_server = None
@@ -69,7 +70,6 @@ async def run_server(settings: ServerSettings) -> None:
         loading.cancel()
         if grpc_server is not None:
             await grpc_server.stop(grace=settings.shutdown_grace_s)  # calls in flight finish, new ones are refused
-        await runtime.access.aclose()
         await asyncio.to_thread(runtime.close)  # the batchers run what is queued, then stop
         log.info("stopped")
 

@@ -9,8 +9,13 @@ import yaml
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from arbiter.annotation.location import DEFAULT_STORE_URL
+from arbiter.judge.settings import JudgeSettings
 
-class ServerSettings(BaseSettings):
+
+class ServerSettings(JudgeSettings, BaseSettings):
+    """Every setting of `arbiter serve`; the judge's own come from JudgeSettings, which `arbiter label` shares."""
+
     model_config = SettingsConfigDict(env_prefix="ARBITER_", extra="forbid")
 
     host: str = Field("127.0.0.1", description="HTTP bind address")
@@ -33,23 +38,11 @@ class ServerSettings(BaseSettings):
     max_items: int = Field(1024, gt=0, description="items per request; beyond it 413")
     max_request_tokens: int = Field(262144, gt=0, description="tokens per request after truncation; beyond it 413")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body size; beyond it 413")
+    stream_in_flight: int = Field(64, gt=0, description="gRPC ScoreStream: messages scored at once per stream")
+    judge_max_chars: int = Field(
+        32_000, gt=0, description="characters per judged item (prompt and responses); beyond it 413"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    judge_backend: Literal["off", "local", "openai"] = Field(
-        "local", description="the LLM judge: in process (transformers), an OpenAI-compatible server, or off"
-    )
-    judge_model: str = Field(
-        "smollm2", description="local: a folder, hub name or alias (smollm2); openai: the model name to ask for"
-    )
-    judge_base_url: str | None = Field(None, description="openai: the server's base URL, e.g. http://host:8001/v1")
-    judge_api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable with the key")
-    judge_timeout_s: float = Field(60.0, gt=0, description="openai: seconds per backend call before 504")
-    judge_concurrency: int = Field(8, gt=0, description="openai: backend calls in flight at most")
-    constitutions: list[str] = Field(
-        default_factory=list, description="constitution files or folders of *.yaml, beside the built-in ones"
-    )
-    default_constitution: str = Field("default", description="the constitution used when a request names none")
-    judge_cache_size: int = Field(100_000, ge=0, description="verdicts kept in memory (0: no cache)")
-    judge_cache_path: str | None = Field(None, description="SQLite file that keeps verdicts across restarts")
     reward_specs: list[str] = Field(
         default_factory=list, description="reward spec files or folders of *.yaml, beside the built-in ones"
     )
@@ -64,7 +57,7 @@ class ServerSettings(BaseSettings):
     )
     reward_canary_interval_s: float = Field(300.0, gt=0, description="seconds between canary measurements")
     annotation_db: str | None = Field(
-        "sqlite:///" + str(Path.home() / ".cache" / "arbiter" / "annotations.sqlite"),
+        DEFAULT_STORE_URL,
         description="the preference store: sqlite:///FILE or postgresql://USER@HOST/DB (empty: annotation off)",
     )
     annotation_migrate: bool = Field(
@@ -79,9 +72,17 @@ class ServerSettings(BaseSettings):
     api_keys_file: str | None = Field(None, description="a YAML/JSON file of API keys (hashes, scopes, limits)")
     api_keys: SecretStr | None = Field(None, description="the same list as text, e.g. from a Secret")
     rate_limit_rps: float = Field(0.0, ge=0, description="requests/s per key (or per client with auth off); 0: none")
-    rate_limit_burst: int = Field(0, ge=0, description="requests at once per key (0: twice the rate)")
+    rate_limit_burst: int = Field(
+        0, ge=0, description="requests per window of burst/rps seconds per key (0: twice the rate, a 2 s window)"
+    )
     redis_url: str | None = Field(None, description="redis://host:6379/0 to share rate limits between replicas")
     cors_origins: list[str] = Field(default_factory=list, description="origins browsers may call from")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="with auth off: Host names served besides loopback ones (DNS rebinding)"
+    )
+    admin_open: bool = Field(
+        False, description="with auth off: admin operations without a key (off: they need an admin-scope key)"
+    )
     shutdown_drain_s: float = Field(
         0.0, ge=0, description="on SIGTERM: seconds of serving while not ready, for load balancers to notice"
     )

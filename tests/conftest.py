@@ -31,8 +31,8 @@ def trained_run(preferences: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A real, short MiniLM run on the shared HH-RLHF file: about a minute and a half on 2 cores.
 
     ARBITER_TEST_RUN_CACHE names a folder that keeps this run between local pytest invocations (CI never sets it)."""
+    from arbiter.data.sources import SourceSpec
     from arbiter.training.config import TrainConfig
-    from arbiter.training.data import SourceSpec
     from arbiter.training.train import train
 
     config = TrainConfig(

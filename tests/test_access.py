@@ -155,14 +155,14 @@ def test_the_key_list_reloads_and_a_bad_one_changes_nothing(bundle_dir: Path, tm
 def test_rate_limits_in_memory(bundle_dir: Path, tmp_path: Path):
     keys = key_file(tmp_path / "keys.yaml", steady=["score"], fast=(["score"], {"rps": 1000, "burst": 1000}))
     flags = ["--bundles", f"rm={bundle_dir}", "--auth", "on", "--api-keys-file", str(tmp_path / "keys.yaml")]
-    limits = ["--rate-limit-rps", "0.5", "--rate-limit-burst", "3", "--grpc-port", "0", "--judge-backend", "off"]
+    limits = ["--rate-limit-rps", "1.5", "--rate-limit-burst", "3", "--grpc-port", "0", "--judge-backend", "off"]
     with running_server(tmp_path, *flags, *limits) as server:
         answers = [httpx.post(server.url + "/v1/score", json=ITEM, headers=bearer(keys["steady"])) for _ in range(4)]
         assert [a.status_code for a in answers] == [200, 200, 200, 429]
         assert code(answers[3]) == (429, "rate_limited") and int(answers[3].headers["retry-after"]) >= 1
         fast = [httpx.post(server.url + "/v1/score", json=ITEM, headers=bearer(keys["fast"])) for _ in range(6)]
         assert {a.status_code for a in fast} == {200}  # its own limit, and its own bucket
-        time.sleep(2.1)  # one token back at 0.5/s
+        time.sleep(2.1)  # 3 requests per 2 s window (burst / rps): the window has moved on
         assert httpx.post(server.url + "/v1/score", json=ITEM, headers=bearer(keys["steady"])).status_code == 200
         with RewardClient(server.url, api_key=keys["steady"]) as client:  # the client waits and retries on 429
             assert all(len(client.score("hi", ["x"]).scores) == 1 for _ in range(4))

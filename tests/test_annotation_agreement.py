@@ -16,8 +16,8 @@ from arbiter.annotation.export import ExportFilter, export_rows
 from arbiter.annotation.stats import agreement
 from arbiter.annotation.store import JudgedTask, Judgement
 from arbiter.annotation.tables import Response
-from arbiter.training.data import SourceSpec
-from arbiter.training.data.load import load_source
+from arbiter.data.load import load_source
+from arbiter.data.sources import SourceSpec
 
 NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
 

@@ -30,6 +30,7 @@ def test_annotations_to_a_served_bundle(preferences: Path, bundle_dir: Path, tmp
     db = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
     lead = arbiter("annotators", "add", "lead", "--role", "lead", "--db", db).strip()
     flags = ["--bundles", f"rm={bundle_dir}", "--annotation-db", db, "--judge-backend", "off", "--grpc-port", "0"]
+    flags += ["--admin-open"]  # loopback and auth off: the admin route below is opened explicitly, as documented
     with running_server(tmp_path, *flags) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         as_lead = {"Authorization": f"Bearer {lead}"}
         annotator = http.post("/v1/annotation/annotators", headers=as_lead, json={"name": "ann"}).json()["key"]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 
 import pytest
+
+from arbiter.cli_options import given_flags
+from arbiter.judge.cli import add_parsers as add_judge_parsers
+from arbiter.judge.settings import JudgeSettings
 
 
 def arbiter(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +37,55 @@ def test_help(command):
 
 def test_top_level_help_lists_commands():
     result = arbiter("--help")
-    assert all(c in result.stdout for c in ("train", "eval", "export"))
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ") and line[4] != " "}
+    expected = {"train", "eval", "export", "serve", "label", "eval-judge", "db", "annotators", "annotations", "keys"}
+    assert listed == expected
+
+
+@pytest.mark.parametrize("command", ["serve", "label", "eval-judge"])
+def test_every_judge_setting_is_the_same_flag_on_serve_label_and_eval_judge(command):
+    result = arbiter(command, "--help")
+    assert result.returncode == 0
+    for name in JudgeSettings.model_fields:
+        assert "--" + name.replace("_", "-") + " " in result.stdout, f"{command} lacks the flag of {name}"
+
+
+def parsed_judge_command(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_judge_parsers(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_label_keeps_its_former_judge_flag_names_as_aliases():
+    former = ["--backend", "openai", "--model", "m", "--base-url", "http://x/v1", "--constitution", "c"]
+    args = parsed_judge_command("label", "--pairs", "p.jsonl", "--out", "o.jsonl", *former, "--cache", "v.sqlite")
+    assert given_flags(args, JudgeSettings) == {
+        "judge_backend": "openai",
+        "judge_model": "m",
+        "judge_base_url": "http://x/v1",
+        "default_constitution": "c",
+        "judge_cache_path": "v.sqlite",
+    }
+    args = parsed_judge_command("eval-judge", "--data", "d.jsonl", "--judge-timeout-s", "5", "--constitutions", "a")
+    assert given_flags(args, JudgeSettings) == {"judge_timeout_s": 5.0, "constitutions": ["a"]}
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "response_a": "a", "response_b": "b"}) + "\n")
+    return path
+
+
+def test_label_without_a_judge_is_a_clear_error(pairs_file, tmp_path):
+    result = arbiter("label", "--pairs", str(pairs_file), "--out", str(tmp_path / "o.jsonl"), "--judge-backend", "off")
+    assert result.returncode == 2 and "needs a judge" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_label_with_an_unknown_constitution_is_a_clear_error(pairs_file, tmp_path):
+    result = arbiter("label", "--pairs", str(pairs_file), "--out", str(tmp_path / "o.jsonl"), "--constitution", "nope")
+    assert result.returncode == 2 and "no constitution named 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o.jsonl").exists()
 
 
 def test_train_without_data_is_a_clear_error(tmp_path):

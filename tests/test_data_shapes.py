@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from arbiter.training.data import SourceSpec, load_preferences
-from arbiter.training.data.load import is_eval, load_source
-from arbiter.training.data.shapes import BadRow, parse_row
+from arbiter.data.load import load_source
+from arbiter.data.shapes import BadRow, parse_row
+from arbiter.data.sources import SourceSpec
+from arbiter.training.split import is_eval, load_preferences
 
 CHAT = [{"role": "user", "content": "Hi?"}]
 

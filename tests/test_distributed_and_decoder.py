@@ -56,8 +56,8 @@ def test_two_process_ddp_run(small_file, tmp_path):
 
 @pytest.mark.slow
 def test_decoder_with_lora_and_checkpointing_exports_with_parity(small_file, tmp_path):
+    from arbiter.data.sources import SourceSpec
     from arbiter.training.config import TrainConfig
-    from arbiter.training.data import SourceSpec
     from arbiter.training.export import export_bundle
     from arbiter.training.train import train
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from arbiter.training.data.schema import Comparison, PreferenceGroup
+from arbiter.data.schema import Comparison, PreferenceGroup
 from arbiter.training.evaluate import calibration, format_table, metrics, pairs_from_scores, to_json
 
 

@@ -7,6 +7,7 @@ keep_serving), a full queue (test_server_http::test_queue_full_is_429_with_retry
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +20,18 @@ from tests.databases import POSTGRES, fresh_database
 from tests.server import free_port, running_server
 
 ITEM = {"items": [{"prompt": "hi", "response": "hello"}]}
+
+
+TRACED = {"X-Request-ID": "store-down-1"}
+
+
+def assert_told_nothing_of_the_driver(answer: httpx.Response, log: str, event: str) -> None:
+    """The caller gets a short message and the request id; the driver's words (hosts, ports, users) are logged."""
+    error = answer.json()["error"]
+    assert error["request_id"] == TRACED["X-Request-ID"] and "details" not in error
+    assert "127.0.0.1" not in answer.text and "psycopg" not in answer.text.lower()
+    logged = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(e["msg"] == event and e.get("request_id") == TRACED["X-Request-ID"] and e["reason"] for e in logged)
 
 
 def wait_not_ready(url: str, reason: str) -> httpx.Response:
@@ -40,7 +53,7 @@ def test_a_missing_or_corrupt_bundle_leaves_the_server_up_but_not_ready(damage, 
     flags = ["--bundles", f"rm={bundle}", "--grpc-port", "0", "--judge-backend", "off"]
     with running_server(tmp_path, *flags, wait_ready=False) as server:
         ready = wait_not_ready(server.url, "failed")
-        assert ready.status_code == 503 and "rm" in ready.json()["error"]["details"]
+        assert ready.status_code == 503 and ready.json()["error"]["details"]["models"].startswith("rm: ")
         assert httpx.get(server.url + "/healthz").status_code == 200
         assert httpx.post(server.url + "/v1/score", json=ITEM).json()["error"]["code"] == "not_ready"
         log = server.logs()
@@ -51,10 +64,12 @@ def test_the_database_down_fails_annotation_routes_only(bundle_dir: Path, tmp_pa
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     flags = ["--bundles", f"rm={bundle_dir}", "--grpc-port", "0", "--judge-backend", "off"]
     with running_server(tmp_path, *flags, "--annotation-db", closed) as server:  # ready: scoring does not need it
-        down = httpx.get(server.url + "/v1/annotation/me", headers={"Authorization": "Bearer arb_x"})
+        down = httpx.get(server.url + "/v1/annotation/me", headers={"Authorization": "Bearer arb_x", **TRACED})
         assert down.status_code == 503 and down.json()["error"]["code"] == "store_unavailable"
+        assert_told_nothing_of_the_driver(down, server.logs(), "preference store not opened")
         assert httpx.post(server.url + "/v1/score", json=ITEM).status_code == 200
-        assert "preference store not opened" in server.logs()
+        ready = httpx.get(server.url + "/readyz").json()
+        assert ready["components"]["store"]["state"] == "failed"
 
     with fresh_database("postgresql", tmp_path) as db:
         from arbiter.annotation.store import AnnotationStore
@@ -65,7 +80,8 @@ def test_the_database_down_fails_annotation_routes_only(bundle_dir: Path, tmp_pa
             assert httpx.get(server.url + "/v1/annotation/me", headers=me).status_code == 200
             with psycopg.connect(POSTGRES, autocommit=True) as admin:  # the database goes away while serving
                 admin.execute(f'DROP DATABASE "{db.rsplit("/", 1)[1]}" WITH (FORCE)')
-            gone = httpx.get(server.url + "/v1/annotation/me", headers=me)
+            gone = httpx.get(server.url + "/v1/annotation/me", headers={**me, **TRACED})
             assert gone.status_code == 503 and gone.json()["error"]["code"] == "store_unavailable"
+            assert_told_nothing_of_the_driver(gone, server.logs(), "preference store unavailable")
             assert httpx.post(server.url + "/v1/score", json=ITEM).status_code == 200
             assert httpx.get(server.url + "/readyz").status_code == 200

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 from arbiter.clients.protocol import JudgeItem, JudgeRequest
+from arbiter.data.load import load_source
+from arbiter.data.sources import SourceSpec
 from arbiter.judge.backends import open_backend
 from arbiter.judge.cache import VerdictCache
 from arbiter.judge.constitution import ConstitutionLibrary
+from arbiter.judge.evaluation import evaluate_judge, format_table, write_json
 from arbiter.judge.judging import Judge
-from arbiter.judge.labeling import evaluate_judge, label_pairs, pair_id, read_pairs
-from arbiter.training.data.load import load_source
-from arbiter.training.data.sources import SourceSpec
+from arbiter.judge.labeling import label_pairs, pair_id, read_pairs
+from arbiter.judge.setup import JudgeSetup
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [
@@ -81,7 +83,8 @@ def test_label_writes_one_row_per_pair_and_resumes_after_an_interruption(tmp_pat
     cache = VerdictCache()
     judge = Judge(backend, ConstitutionLibrary(), cache)
     pairs = read_pairs(pairs_file)
-    report = asyncio.run(label_pairs(judge, pairs, out, sampling="sample", batch_size=4, progress=False))
+    setup = JudgeSetup(sampling="sample", batch_size=4, progress=False)
+    report = asyncio.run(label_pairs(judge, pairs, out, setup))
     assert (report.already_done, report.labeled) == (2, 4)
     assert cache.misses == 4  # one principle per pair: one verdict computed per pair judged
     final = read_jsonl(out)
@@ -94,10 +97,10 @@ def test_label_writes_one_row_per_pair_and_resumes_after_an_interruption(tmp_pat
         assert row["judge"]["p_a"] == pytest.approx(old["judge"]["p_a"], abs=1e-5)
 
     # A rerun with everything done judges nothing; one with other settings refuses to mix labels in the file.
-    again = asyncio.run(label_pairs(judge, pairs, out, sampling="sample", progress=False))
+    again = asyncio.run(label_pairs(judge, pairs, out, setup))
     assert (again.already_done, again.labeled) == (6, 0)
     with pytest.raises(ValueError, match="sampling"):
-        asyncio.run(label_pairs(judge, pairs, out, sampling="all", progress=False))
+        asyncio.run(label_pairs(judge, pairs, out, JudgeSetup(sampling="all", progress=False)))
 
 
 def test_preference_rows_are_read_without_their_labels(tmp_path):
@@ -113,40 +116,46 @@ def test_preference_rows_are_read_without_their_labels(tmp_path):
     assert {p.id for p in flipped} == {p.id for p in pairs}  # the id does not depend on the order shown
 
 
-def test_evaluate_judge_on_human_labels(preferences, backend):
+def test_evaluate_judge_on_human_labels(preferences, backend, tmp_path):
     groups, _ = load_source(SourceSpec(path=str(preferences / "pandalm.jsonl")))
     groups = groups[:6]
     judge = Judge(backend, ConstitutionLibrary(), VerdictCache())
-    result = asyncio.run(evaluate_judge(judge, groups, sampling="sample", seed=1, progress=False))
+    result = asyncio.run(evaluate_judge(judge, groups, JudgeSetup(sampling="sample", seed=1, progress=False)))
 
-    verdicts = result["verdicts"]
-    assert result["pairs"] == len(verdicts) == 6 and result["failed"] == 0
-    assert 0 <= result["agreement"] <= 1
-    assert result["agreement"] == pytest.approx(np.mean([v["judge_pick"] == v["human_pick"] for v in verdicts]))
-    assert result["inconsistency_rate"] == pytest.approx(np.mean([v["inconsistent"] for v in verdicts]))
-    consistent = [v for v in verdicts if not v["inconsistent"]]
-    assert result["consistent_pairs"] == len(consistent)
+    verdicts = result.verdicts
+    assert result.pairs == len(verdicts) == 6 and result.failed == 0
+    assert 0 <= result.agreement <= 1
+    assert result.agreement == pytest.approx(np.mean([v.judge_pick == v.human_pick for v in verdicts]))
+    assert result.inconsistency_rate == pytest.approx(np.mean([v.inconsistent for v in verdicts]))
+    consistent = [v for v in verdicts if not v.inconsistent]
+    assert result.consistent_pairs == len(consistent)
     if consistent:
-        assert result["agreement_consistent"] == pytest.approx(
-            np.mean([v["judge_pick"] == v["human_pick"] for v in consistent])
-        )
-    assert result["mean_abs_margin"] == pytest.approx(np.mean([abs(v["p_a"] - 0.5) for v in verdicts]))
-    confusion = result["confusion"]
+        assert result.agreement_consistent == pytest.approx(np.mean([v.judge_pick == v.human_pick for v in consistent]))
+    assert result.mean_abs_margin == pytest.approx(np.mean([abs(v.p_a - 0.5) for v in verdicts]))
+    confusion = result.confusion
     assert sum(sum(row.values()) for row in confusion.values()) == 6
     assert sum(confusion["human_A"].values()) == sum(confusion["human_B"].values()) == 3  # chosen first in half
-    assert set(result["by_source"]) == {"pandalm"} and result["by_source"]["pandalm"]["pairs"] == 6
+    assert set(result.by_source) == {"pandalm"} and result.by_source["pandalm"].pairs == 6
+    assert result.judge.model == "smollm2" and result.judge.constitution == "default@1.0"
+    report = format_table(result)
+    assert "smollm2" in report and f"{result.agreement:.1%}" in report and "By source" not in report  # one source
+    write_json(result, tmp_path / "report" / "judge.json")  # what `eval-judge --out` writes: the figures on top
+    saved = json.loads((tmp_path / "report" / "judge.json").read_text())
+    assert saved["agreement"] == result.agreement and saved["confusion"] == confusion
+    assert saved["by_source"]["pandalm"]["pairs"] == 6 and saved["judge"]["constitution"] == "default@1.0"
+    assert [v["id"] for v in saved["verdicts"]] == [v.id for v in verdicts]
 
     # Each recorded verdict is the judge's own answer on the pair as it was shown (the cache answers here).
     pairs = {pair_id(g.prompt, *g.responses): g for g in groups}
     for v in verdicts:
-        g = pairs[v["id"]]
+        g = pairs[v.id]
         chosen, rejected = g.responses[g.comparisons[0].winner], g.responses[g.comparisons[0].loser]
-        a, b = (chosen, rejected) if v["human_pick"] == "A" else (rejected, chosen)
+        a, b = (chosen, rejected) if v.human_pick == "A" else (rejected, chosen)
         request = JudgeRequest(
             mode="pairwise", sampling="sample", seed=1, items=[JudgeItem(prompt=g.prompt, response_a=a, response_b=b)]
         )
         direct = asyncio.run(judge.judge(request)).verdicts[0]
-        assert direct.score == pytest.approx(v["p_a"]) and direct.principles[0].cached
+        assert direct.score == pytest.approx(v.p_a) and direct.principles[0].cached
 
 
 @pytest.mark.slow
@@ -171,7 +180,7 @@ def test_rlaif_loop_labels_train_export_serve(preferences, backend, tmp_path):
     assert len(pairs) == 24
     labels = tmp_path / "labels.jsonl"
     judge = Judge(backend, ConstitutionLibrary())
-    report = asyncio.run(label_pairs(judge, pairs, labels, sampling="sample", progress=False))
+    report = asyncio.run(label_pairs(judge, pairs, labels, JudgeSetup(sampling="sample", progress=False)))
     assert report.labeled == 24 and len(read_jsonl(labels)) == 24
 
     config = TrainConfig(

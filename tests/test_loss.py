@@ -6,8 +6,8 @@ import math
 
 import torch
 
+from arbiter.data.schema import Comparison, PreferenceGroup
 from arbiter.training.batching import EncodedGroup, collate
-from arbiter.training.data.schema import Comparison, PreferenceGroup
 from arbiter.training.loss import PairIndex, pair_accuracy, preference_loss
 
 

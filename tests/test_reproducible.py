@@ -7,8 +7,8 @@ import json
 import torch
 from safetensors.torch import load_file
 
+from arbiter.data.sources import SourceSpec
 from arbiter.training.config import TrainConfig
-from arbiter.training.data import SourceSpec
 from arbiter.training.train import train
 
 

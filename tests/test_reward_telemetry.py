@@ -21,7 +21,6 @@ from arbiter.rewards.telemetry import (
     rankdata,
     register_metrics,
     spearman,
-    word_lengths,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,10 +61,6 @@ def test_length_correlation_undefined():
     assert _window([1.0, 2.0], [1, 2]).stats().length_correlation is None  # under 3 items
     assert _window([1.0, 2.0, 3.0], [5, 5, 5]).stats().length_correlation is None  # constant length
     assert _window([0.1, 0.1, 0.1, 0.1], [1, 2, 3, 4]).stats().length_correlation is None  # constant reward
-
-
-def test_word_lengths():
-    assert word_lengths(["a b  c", "", " one\ttwo\n"]).tolist() == [3.0, 0.0, 2.0]
 
 
 def test_rankdata_averages_ties():

@@ -120,7 +120,11 @@ def test_client_mistakes_are_4xx_and_the_server_goes_on(annotating: Annotating):
     assert code(a.call("GET", "/v1/annotation/export", ann)) == (403, "forbidden")
     one_response = {"tasks": [{"prompt": "p", "responses": ["only"]}]}
     assert code(a.call("POST", "/v1/annotation/tasks", a.lead, json=one_response)) == (422, "invalid_request")
-    assert code(a.call("POST", "/v1/annotation/tasks", a.lead, content=b"{not json")) == (422, "invalid_request")
+    as_json = {"content-type": "application/json"}
+    broken = a.call("POST", "/v1/annotation/tasks", a.lead, content=b"{not json", headers=as_json)
+    assert code(broken) == (422, "invalid_request")
+    not_json = a.call("POST", "/v1/annotation/tasks", a.lead, content=b"{not json")  # no content type at all
+    assert code(not_json) == (415, "unsupported_media_type")
     assert code(a.call("POST", "/v1/annotation/annotators", a.lead, json={"name": "careless"})) == (
         409,
         "annotator_exists",

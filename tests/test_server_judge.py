@@ -130,7 +130,7 @@ def test_judge_backend_down_or_slow_is_502_504_and_reward_models_keep_serving(bu
             with running_server(tmp_path, *flags) as s:
                 answer = judge(s.url, {"items": [{"prompt": "a", "response": "b"}], "rationale": False})
                 assert answer.status_code == status and answer.json()["error"]["code"] == code
-                assert base_url.removesuffix("/v1") in answer.json()["error"]["message"] or status == 504
+                assert base_url.removesuffix("/v1") not in answer.text  # backend internals stay in the log
                 with grpc.insecure_channel(s.grpc_target) as channel:
                     item = pb.JudgeItem(prompt=pb.Prompt(text="a"), response="b")
                     with pytest.raises(grpc.RpcError) as raised:

@@ -134,7 +134,7 @@ def test_reload_under_load_without_a_failed_request(bundle_dir, specs, tmp_path)
     folder = tmp_path / "specs"
     folder.mkdir()
     (folder / "mix.yaml").write_text(MIX)
-    flags = ("--bundles", f"rm={bundle_dir}", "--reward-specs", str(folder), "--judge-backend", "off")
+    flags = ("--bundles", f"rm={bundle_dir}", "--reward-specs", str(folder), "--judge-backend", "off", "--admin-open")
     with running_server(tmp_path, *flags) as s:
 
         async def load(stop: asyncio.Event) -> list[int]:

@@ -8,6 +8,8 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from arbiter.annotation.location import store_url
+from arbiter.judge.settings import JudgeSettings
 from arbiter.service.settings import ServerSettings
 
 
@@ -28,6 +30,32 @@ def test_defaults_serve_loopback_on_8000():
     assert (settings.host, settings.port, settings.grpc_port) == ("127.0.0.1", 8000, 50051)
 
 
+def test_judge_settings_keep_their_flat_names_in_the_file_and_the_environment(tmp_path, monkeypatch):
+    config = tmp_path / "serve.yaml"
+    config.write_text("judge_backend: openai\njudge_model: from-file\ndefault_constitution: mine\n")
+    monkeypatch.setenv("ARBITER_JUDGE_MODEL", "from-env")
+    monkeypatch.setenv("ARBITER_CONSTITUTIONS", '["extra.yaml"]')
+    monkeypatch.setenv("ARBITER_JUDGE_CACHE_SIZE", "0")
+    settings = ServerSettings.load(config, judge_base_url="http://judge:8001/v1")
+    assert isinstance(settings, JudgeSettings)
+    assert (settings.judge_backend, settings.judge_model) == ("openai", "from-env")  # the environment beats the file
+    assert settings.default_constitution == "mine"
+    assert settings.constitutions == ["extra.yaml"] and settings.judge_base_url == "http://judge:8001/v1"
+    assert settings.open_cache() is None  # judge_cache_size 0: no cache
+    with pytest.raises(ValidationError, match="judge_timeout_s"):
+        ServerSettings.load(config, judge_timeout_s=0)
+
+
+def test_store_commands_find_the_database_the_server_uses(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARBITER_ANNOTATION_DB", raising=False)
+    assert store_url() == ServerSettings().annotation_db
+    config = tmp_path / "serve.yaml"
+    config.write_text("annotation_db: sqlite:///from-file.sqlite\nport: 9000\n")
+    assert store_url(config) == ServerSettings.load(config).annotation_db == "sqlite:///from-file.sqlite"
+    monkeypatch.setenv("ARBITER_ANNOTATION_DB", "postgresql://arbiter@db/prefs")
+    assert store_url(config) == ServerSettings.load(config).annotation_db == "postgresql://arbiter@db/prefs"
+
+
 def test_bad_values_are_rejected(tmp_path):
     config = tmp_path / "serve.yaml"
     config.write_text("max_queue: 0\n")
@@ -43,14 +71,17 @@ def test_onnx_serving_path_never_imports_torch(bundle_dir):
 import asyncio, sys
 from arbiter.service.http.app import create_app
 from arbiter.service.runtime.runtime import Runtime
+from arbiter.annotation.location import store_url
+from arbiter.judge.settings import JudgeSettings
 from arbiter.service.settings import ServerSettings
 settings = ServerSettings(bundles=[{str(bundle_dir)!r}])
 runtime = Runtime(settings)
 create_app(settings, runtime)
 asyncio.run(runtime.start())
 from arbiter.clients.protocol import ScoreRequest
+from arbiter.service.access.control import INTERNAL
 async def one():
-    return await runtime.scoring.score(ScoreRequest(items=[{{"prompt": "a", "response": "b"}}]))
+    return await runtime.scoring.score(ScoreRequest(items=[{{"prompt": "a", "response": "b"}}]), INTERNAL)
 print(len(asyncio.run(one()).scores), runtime.registry.ready, "torch" in sys.modules, "transformers" in sys.modules)
 runtime.registry.close()
 """

@@ -12,8 +12,9 @@ import yaml
 
 from arbiter.bundle import load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
-from arbiter.training.data.load import is_eval, load_source
-from arbiter.training.data.sources import SourceSpec
+from arbiter.data.load import load_source
+from arbiter.data.sources import SourceSpec
+from arbiter.training.split import is_eval
 
 MIN_ACCURACY = 0.54  # chance is 0.5; the linear-probe ceiling of frozen MiniLM features here is about 0.57
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from arbiter.bundle.render import InputBuilder, pad_batch
-from arbiter.training.data.schema import PreferenceGroup
+from arbiter.data.schema import PreferenceGroup
 from arbiter.training.loss import PairIndex
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from arbiter.training.data.sources import SourceSpec
+from arbiter.data.sources import SourceSpec
 
 
 class TrainConfig(BaseModel):

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from arbiter.bundle.render import Prompt
-from arbiter.training.data.schema import PreferenceGroup
-from arbiter.training.text_table import text_table
+from arbiter.data.schema import PreferenceGroup
+from arbiter.text_table import text_table
 
 Scorer = Callable[[Sequence[Prompt], Sequence[str]], np.ndarray]
 CALIBRATION_BINS = 10

@@ -19,10 +19,10 @@ from arbiter.bundle.load import Bundle, load_bundle
 from arbiter.bundle.manifest import MANIFEST_FILE, Int8Report, Manifest, ModelSpec, Normalization, Parity
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import InputBuilder
+from arbiter.data.load import load_source
+from arbiter.data.schema import PreferenceGroup
+from arbiter.data.sources import SourceSpec
 from arbiter.training.checkpoint import load_checkpoint
-from arbiter.training.data.load import load_source
-from arbiter.training.data.schema import PreferenceGroup
-from arbiter.training.data.sources import SourceSpec
 from arbiter.training.evaluate import ScoredPairs, format_table, metrics, pairs_from_scores, to_json
 from arbiter.training.model import RewardModel
 from arbiter.training.model_card import model_card

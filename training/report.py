@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from arbiter.data.schema import PreferenceGroup
 from arbiter.training import plots
-from arbiter.training.data.schema import PreferenceGroup
 from arbiter.training.evaluate import Scorer, format_table, metrics, score_pairs, write_json
 
 

@@ -24,10 +24,10 @@ from arbiter.training import distributed, plots
 from arbiter.training.batching import Batch, EncodedGroup, batches_forever, collate, encode_groups
 from arbiter.training.checkpoint import save_checkpoint
 from arbiter.training.config import TrainConfig
-from arbiter.training.data import load_preferences
 from arbiter.training.loss import pair_accuracy, preference_loss
 from arbiter.training.model import RewardModel, build_reward_model
 from arbiter.training.report import evaluate_into
+from arbiter.training.split import load_preferences
 from arbiter.training.torch_scorer import TorchScorer
 
 

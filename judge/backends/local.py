@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from arbiter.judge.backends.base import Completion, OptionLogprobs
+
+T = TypeVar("T")
+
+
+def judge_executor() -> ThreadPoolExecutor:
+    """The backend's own thread. A generation holds its thread for seconds, and in the default executor enough of
+    them would starve the preference store and tokenization, which run there. One thread is also one forward pass
+    at a time, which is right: torch already uses every core for each pass."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
 
 
 class LocalBackend:
@@ -22,8 +32,8 @@ class LocalBackend:
         self.model = model
         self._device, self._dtype = device, dtype
         self._loaded: tuple[Any, Any] | None = None
-        # One model, one forward pass at a time: torch already uses every core for each pass.
-        self._lock = threading.Lock()
+        # Loading and every pass happen on this executor's one thread, so they need no lock.
+        self._executor = judge_executor()
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
@@ -47,41 +57,39 @@ class LocalBackend:
     def _complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> Completion:
         import torch
 
-        with self._lock:
-            tokenizer, model = self._load()
-            ids = self._prompt_ids(messages, "")
-            inputs = torch.tensor([ids], device=model.device)
-            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-            with torch.no_grad():
-                out = model.generate(
-                    inputs,
-                    attention_mask=torch.ones_like(inputs),
-                    max_new_tokens=max_tokens,
-                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-                    top_p=None,
-                    top_k=None,
-                    **sampling,
-                )
-            new = out[0, len(ids) :].tolist()
+        tokenizer, model = self._load()
+        ids = self._prompt_ids(messages, "")
+        inputs = torch.tensor([ids], device=model.device)
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with torch.no_grad():
+            out = model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                max_new_tokens=max_tokens,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                top_p=None,
+                top_k=None,
+                **sampling,
+            )
+        new = out[0, len(ids) :].tolist()
         return Completion(tokenizer.decode(new, skip_special_tokens=True), len(ids), len(new))
 
     def _option_logprobs(self, messages: list[dict[str, str]], options: list[str], prefix: str) -> OptionLogprobs:
         import torch
 
-        with self._lock:
-            tokenizer, model = self._load()
-            ids = self._prompt_ids(messages, prefix)
-            spellings = [
-                sorted({tuple(tokenizer(v, add_special_tokens=False)["input_ids"]) for v in (option, " " + option)})
-                for option in options
-            ]
-            with torch.no_grad():
-                logits = model(torch.tensor([ids], device=model.device)).logits[0, -1].float()
-                first = torch.log_softmax(logits, -1)
-                results: list[float | None] = []
-                for variants in spellings:
-                    scored = [self._sequence_logprob(model, ids, v, first) for v in variants if v]
-                    results.append(float(torch.logsumexp(torch.tensor(scored), 0)) if scored else None)
+        tokenizer, model = self._load()
+        ids = self._prompt_ids(messages, prefix)
+        spellings = [
+            sorted({tuple(tokenizer(v, add_special_tokens=False)["input_ids"]) for v in (option, " " + option)})
+            for option in options
+        ]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids], device=model.device)).logits[0, -1].float()
+            first = torch.log_softmax(logits, -1)
+            results: list[float | None] = []
+            for variants in spellings:
+                scored = [self._sequence_logprob(model, ids, v, first) for v in variants if v]
+                results.append(float(torch.logsumexp(torch.tensor(scored), 0)) if scored else None)
         return OptionLogprobs(results, len(ids))
 
     @staticmethod
@@ -98,13 +106,20 @@ class LocalBackend:
             total += float(logprobs[k, token])
         return total
 
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+
     async def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> Completion:
-        return await asyncio.to_thread(self._complete, messages, max_tokens, temperature)
+        return await self._run(self._complete, messages, max_tokens, temperature)
 
     async def option_logprobs(
         self, messages: list[dict[str, str]], options: list[str], prefix: str = ""
     ) -> OptionLogprobs | None:
-        return await asyncio.to_thread(self._option_logprobs, messages, options, prefix)
+        return await self._run(self._option_logprobs, messages, options, prefix)
 
     async def aclose(self) -> None:
+        """Stops the judge thread: a pass under way finishes (waited for off the loop), queued ones are cancelled.
+        The backend stays usable: its next call starts a fresh thread and loads the model again."""
+        executor, self._executor = self._executor, judge_executor()
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         self._loaded = None

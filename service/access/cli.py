@@ -25,14 +25,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import yaml
 
-    from arbiter.service.access.keys import SCOPES, ApiKey, RateLimit, digest, new_key
+    from arbiter.clients.operations import SCOPES
+    from arbiter.service.access.keys import ApiKey, RateLimit, digest, new_key
 
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     if unknown := sorted(set(scopes) - set(SCOPES)):
         raise ValueError(f"unknown scopes {unknown}; the scopes are {', '.join(SCOPES)}")
     key = new_key()
     limit = RateLimit(rps=args.rps, burst=args.burst) if args.rps else None
-    entry = ApiKey(name=args.name, sha256=digest(key), scopes=scopes, rate_limit=limit)  # type: ignore[arg-type]
+    entry = ApiKey(name=args.name, sha256=digest(key), scopes=scopes, rate_limit=limit)
     print(f"key for {args.name} (shown once): {key}", file=sys.stderr)
     print(yaml.safe_dump([entry.model_dump(exclude_none=True)], sort_keys=False), end="")
     return 0

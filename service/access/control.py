@@ -1,17 +1,23 @@
-"""The one check both faces make before any work: is the key known, may it do this, has it a token left.
+"""The one check both faces make before any work: is the key known, may it do this operation, has it a token left.
 
 Auth is `on`, `off`, or `auto`: off when the server listens on loopback only (a laptop, a sidecar), on otherwise.
-With auth off every caller may do everything, and rate limits (if set) apply per client address.
+With auth off every caller may use every scoring, judging and annotation operation, and rate limits (if set) apply
+per client address; admin operations still need a key with the admin scope unless `admin_open` says otherwise,
+since any web page open on that machine can reach a loopback server.
+
+The caller's identity (a Principal) travels into the runtime, which asks it again for the scopes that depend on
+what a request names: a judge model on /v1/score or a spec with a judge component needs `judge`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from arbiter.clients.operations import SCOPES, Operation, Scope
 from arbiter.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
-from arbiter.service.access.keys import ApiKey, KeyListError, Scope, digest, read_keys
-from arbiter.service.access.limits import Buckets, MemoryBuckets, RedisBuckets
+from arbiter.service.access.keys import ApiKey, KeyListError, digest, read_keys
+from arbiter.service.access.limits import RateLimiter
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.access")
@@ -20,11 +26,19 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 @dataclass(frozen=True)
 class Principal:
-    name: str
-    key: ApiKey | None  # None when auth is off
+    """Who is calling and what they may do. With auth off, an anonymous caller holds every scope but admin."""
 
-    def may(self, scope: Scope) -> bool:
-        return self.key is None or scope in self.key.scopes
+    name: str
+    scopes: frozenset[Scope]
+    key: ApiKey | None = None  # its own rate limit, for the tokens a stream takes per message
+
+    def require(self, scope: Scope, why: str) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"{why} needs the {scope!r} scope, which {self.name!r} lacks", details={"scope": scope})
+
+
+# The server's own work (canaries, annotation statistics) acts with every scope.
+INTERNAL = Principal("internal", frozenset(SCOPES))
 
 
 class AccessControl:
@@ -38,7 +52,7 @@ class AccessControl:
         except KeyListError as exc:
             self.error = str(exc)
             log.error("api keys not read; keyed routes answer 401", extra={"reason": self.error})
-        self.buckets: Buckets = RedisBuckets(settings.redis_url) if settings.redis_url else MemoryBuckets()
+        self.limiter = RateLimiter(settings.redis_url)
         if self.enabled and not self.keys:
             log.warning("auth is on and no API keys are configured: every keyed route answers 401")
 
@@ -59,34 +73,51 @@ class AccessControl:
     def key(self, bearer: str | None) -> ApiKey | None:
         return self.keys.get(digest(bearer)) if bearer else None
 
-    async def admit(self, bearer: str | None, scope: Scope, client: str) -> Principal:
-        """The caller, once known, allowed `scope` and within its rate limit; else 401, 403 or 429."""
-        if not self.enabled:
-            principal = Principal("anonymous", None)
-            await self.limit(f"client:{client}", None)
-            return principal
-        if not bearer:
-            raise Unauthorized("this route needs an API key: 'Authorization: Bearer <key>'")
+    async def admit(self, operation: Operation, bearer: str | None, client: str, rate: bool = True) -> Principal:
+        """The caller of `operation`, allowed its scope and within its rate limit; else 401, 403 or 429.
+
+        `client` is the caller's address without its port, so that new connections share one bucket. `rate`: take
+        a token now (a stream takes one per message instead, through `limit`)."""
+        limited = operation if rate else replace(operation, limits=operation.limits - {"rate"})
+        if operation.scope == "open":
+            return Principal("anonymous", frozenset())
+        if not self.enabled and (operation.scope != "admin" or self.settings.admin_open):
+            await self._limit(limited, f"client:{client}", None)
+            return Principal("anonymous", frozenset(s for s in SCOPES if s != "admin" or self.settings.admin_open))
         key = self.key(bearer)
         if key is None:
-            raise Unauthorized("unknown API key")
-        if scope not in key.scopes:
-            raise Forbidden(f"the key {key.name!r} has no {scope!r} scope", details={"scopes": key.scopes})
-        await self.limit(f"key:{key.name}", key)
-        return Principal(key.name, key)
+            # Unknown and missing keys share their address's bucket: a made-up key per request buys nothing.
+            await self._limit(limited, f"client:{client}", None)
+            if operation.annotators:
+                return Principal("annotator", frozenset())  # the preference store checks annotators' own keys
+            if bearer:
+                raise Unauthorized("unknown API key")
+            if operation.scope == "admin" and not self.enabled:
+                raise Unauthorized(
+                    "admin operations need an API key with the admin scope, also on loopback (or admin_open)"
+                )
+            raise Unauthorized("this operation needs an API key: 'Authorization: Bearer <key>'")
+        principal = Principal(key.name, frozenset(key.scopes), key)
+        principal.require(operation.scope, f"the operation {operation.name!r}")
+        await self._limit(limited, f"key:{key.name}", key)
+        return principal
 
-    async def limit(self, bucket: str, key: ApiKey | None) -> None:
-        limit = key.rate_limit if key is not None and key.rate_limit is not None else None
-        rps = limit.rps if limit else self.settings.rate_limit_rps
+    async def limit(self, operation: Operation, principal: Principal, client: str) -> None:
+        """One more token for a caller already admitted (each message on a stream)."""
+        key = principal.key
+        await self._limit(operation, f"key:{key.name}" if key else f"client:{client}", key)
+
+    async def _limit(self, operation: Operation, bucket: str, key: ApiKey | None) -> None:
+        if "rate" not in operation.limits:
+            return
+        own = key.rate_limit if key is not None else None
+        rps = own.rps if own else self.settings.rate_limit_rps
         if not rps:
             return
-        capacity = limit.capacity if limit else float(self.settings.rate_limit_burst or max(1.0, 2 * rps))
-        wait = await self.buckets.take(bucket, rps, capacity)
+        capacity = own.capacity if own else float(self.settings.rate_limit_burst or max(1.0, 2 * rps))
+        wait = await self.limiter.take(bucket, rps, capacity)
         if wait is not None:
             raise RateLimited(f"rate limit of {rps:g} requests/s reached; retry later", retry_after=wait)
-
-    async def aclose(self) -> None:
-        await self.buckets.aclose()
 
 
 def bearer_token(authorization: str | None) -> str | None:

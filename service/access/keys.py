@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Scope = Literal["score", "judge", "annotate", "admin"]
-SCOPES: tuple[Scope, ...] = ("score", "judge", "annotate", "admin")
+from arbiter.clients.operations import Scope
+
 PREFIX = "ark_"
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,6 +30,8 @@ from arbiter.clients.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
+from arbiter.errors import NotReady, ShuttingDown
+from arbiter.service.access.control import Principal
 from arbiter.service.http import errors
 from arbiter.service.http.access import AccessCheck
 from arbiter.service.http.annotation import annotation_routes
@@ -37,7 +41,16 @@ from arbiter.service.runtime.judging import require_judge
 from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
 
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)}
+
+def _principal(request: Request) -> Principal:
+    """The caller the access check admitted (service/http/access.py)."""
+    return request.state.principal
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
+}
 
 
 def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
@@ -49,16 +62,16 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     scoring = runtime.scoring
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
-    async def score(request: ScoreRequest) -> ScoreResponse:
-        return await scoring.score(request)
+    async def score(request: ScoreRequest, caller: Caller) -> ScoreResponse:
+        return await scoring.score(request, caller)
 
     @app.post("/v1/compare", response_model=CompareResponse)
-    async def compare(request: CompareRequest) -> CompareResponse:
-        return await scoring.compare(request)
+    async def compare(request: CompareRequest, caller: Caller) -> CompareResponse:
+        return await scoring.compare(request, caller)
 
     @app.post("/v1/rank", response_model=RankResponse)
-    async def rank(request: RankRequest) -> RankResponse:
-        return await scoring.rank(request)
+    async def rank(request: RankRequest, caller: Caller) -> RankResponse:
+        return await scoring.rank(request, caller)
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
@@ -77,8 +90,8 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
         return require_judge(runtime.judging).constitutions()
 
     @app.post("/v1/reward", response_model=RewardResponse)
-    async def reward(request: RewardRequest) -> RewardResponse:
-        return await runtime.pipelines.reward(request)
+    async def reward(request: RewardRequest, caller: Caller) -> RewardResponse:
+        return await runtime.pipelines.reward(request, caller)
 
     @app.get("/v1/reward-specs", response_model=RewardSpecList)
     async def reward_specs() -> RewardSpecList:
@@ -108,15 +121,15 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        """503 while draining or while a component (models, constitutions, api_keys, reward_specs) is not ready,
+        naming each with why; 200 lists every component's state, the store's too (which never holds it back)."""
         if runtime.shutting_down:
-            body = {"error": {"code": "shutting_down", "message": "draining before shutdown"}}
-            return JSONResponse(body, status_code=503)
-        registry = runtime.registry
-        if registry.ready:
-            return JSONResponse({"status": "ready", "models": sorted(registry.models)})
-        reason = "loading" if not registry.loaded else "failed"
-        body = {"error": {"code": "not_ready", "message": f"models {reason}", "details": registry.failures}}
-        return JSONResponse(body, status_code=503)
+            return errors.arbiter_error_response(ShuttingDown("draining before shutdown"))
+        health = runtime.health
+        if not health.ready:
+            return errors.arbiter_error_response(NotReady(health.summary(), health.holding_back()))
+        models = sorted(runtime.registry.models)
+        return JSONResponse({"status": "ready", "models": models, "components": health.report()})
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics() -> Response:
@@ -126,7 +139,7 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     app.include_router(annotation_routes(runtime.annotation))
     install_pages(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessCheck, access=runtime.access)
+    app.add_middleware(AccessCheck, access=runtime.access, allowed_hosts=[settings.host, *settings.allowed_hosts])
     app.add_middleware(RequestContext, metrics=runtime.metrics)
     if settings.cors_origins:  # outermost, so refusals carry the CORS headers too
         app.add_middleware(

@@ -1,36 +1,40 @@
-"""Every error as {error: {code, message, details?}}, with the status the error class names."""
+"""Every HTTP error answer: the body arbiter.errors.error_body builds, with the status the error class names."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from arbiter.clients.protocol import ErrorBody, ErrorDetail
-from arbiter.errors import ArbiterError, validation_details
-
-log = logging.getLogger("arbiter.http")
+from arbiter.errors import ArbiterError, InvalidRequest, error_body, validation_details
+from arbiter.service import logs
 
 
-def error_response(status: int, code: str, message: str, details: object = None, headers: dict | None = None):  # noqa: ANN201
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+class RouterError(ArbiterError):
+    """What Starlette's router answers by itself: 404 for no such route, 405 for a method the route lacks."""
+
+    def __init__(self, exc: HTTPException) -> None:
+        super().__init__(str(exc.detail))
+        self.status, self.code = exc.status_code, f"http_{exc.status_code}"
 
 
-def arbiter_error_response(exc: ArbiterError) -> JSONResponse:
-    """An ArbiterError as the HTTP face answers it, from a route or from a middleware (JSONResponse is an ASGI app)."""
-    headers = {}
+def arbiter_error_response(exc: ArbiterError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An ArbiterError as the HTTP face answers it, from a route or from a middleware (JSONResponse is an ASGI app).
+    The request id is the one RequestContext set for this request."""
+    headers = dict(headers or {})
     if exc.retry_after:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return error_response(exc.status, exc.code, exc.message, exc.details, headers or None)
+    return JSONResponse(error_body(exc, logs.request_id.get()), status_code=exc.status, headers=headers or None)
 
 
 def install(app: FastAPI) -> None:
+    """Handlers for what routes raise; anything else is a bug, answered by RequestContext (middleware.py)."""
+
     @app.exception_handler(ArbiterError)
     async def arbiter_error(_: Request, exc: ArbiterError) -> JSONResponse:
         return arbiter_error_response(exc)
@@ -38,13 +42,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = validation_details(exc.errors())
-        return error_response(422, "invalid_request", "the request body does not match the schema", details)
+        return arbiter_error_response(InvalidRequest("the request body does not match the schema", details))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail), headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return error_response(500, "internal", "internal error; the request id is in the logs")
+        return arbiter_error_response(RouterError(exc), exc.headers)

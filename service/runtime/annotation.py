@@ -5,14 +5,13 @@ include how often the served reward model agrees with the annotators."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from arbiter.annotation.export import ExportFilter, export, export_rows
 from arbiter.annotation.stats import annotation_stats
@@ -31,7 +30,7 @@ from arbiter.clients.annotation import (
     TaskBatchResult,
     TaskView,
 )
-from arbiter.clients.protocol import ComparePair, CompareRequest
+from arbiter.clients.protocol import ComparePair
 from arbiter.errors import ArbiterError, NotFound, StoreUnavailable
 from arbiter.service.access.control import AccessControl
 from arbiter.service.runtime.scoring import ScoringService
@@ -73,12 +72,6 @@ class AnnotationService:
 
     async def _call(self, work: Callable[[AnnotationStore], T]) -> T:
         return await asyncio.to_thread(lambda: work(self.store()))
-
-    async def open(self) -> None:
-        """At start: open the store now so the first annotator does not wait; failures are logged, not fatal."""
-        if self.settings.annotation_db:
-            with contextlib.suppress(ArbiterError):  # logged in store(); annotation routes answer 503 meanwhile
-                await self._call(lambda store: store)
 
     async def caller(self, key: str | None) -> Caller:
         """An annotator by their own key, or an API key with the annotate scope acting as a lead (a trainer
@@ -149,12 +142,8 @@ class AnnotationService:
         )
         if self._agreement is not None and self._agreement[0] == key:
             return self._agreement[1]
-        agree, compared = 0, 0
-        for start in range(0, len(pairs), self.settings.max_items):
-            chunk = pairs[start : start + self.settings.max_items]
-            answer = await self.scoring.compare(CompareRequest(model=served.name, pairs=chunk))
-            agree += sum(c.score_a > c.score_b for c in answer.comparisons)
-            compared += len(chunk)
+        better, worse = await self.scoring.pair_scores(served, pairs)  # in requests that fit the limits
+        agree, compared = int((better > worse).sum()), len(pairs)
         result = RewardModelAgreement(
             model=served.name,
             model_version=served.version,
@@ -175,7 +164,7 @@ def _preferred_pairs(rows: list[dict[str, object]]) -> Iterator[ComparePair]:
         if "chosen" in row:
             yield ComparePair(prompt=row["prompt"], response_a=row["chosen"], response_b=row["rejected"])
             continue
-        responses, ranking = row["responses"], row["ranking"]
+        responses, ranking = cast(list[str], row["responses"]), cast(list[int], row["ranking"])  # export's K-wise shape
         for i, better in enumerate(responses):
             for j, worse in enumerate(responses):
                 if ranking[i] < ranking[j]:

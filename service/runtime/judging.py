@@ -4,8 +4,8 @@ the reward-model routes do not depend on the judge."""
 
 from __future__ import annotations
 
+import logging
 import time
-from pathlib import Path
 
 from arbiter.clients.protocol import (
     ConstitutionInfo,
@@ -16,16 +16,19 @@ from arbiter.clients.protocol import (
     PrincipleInfo,
     Prompt,
 )
-from arbiter.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotFound, NotReady, TooLarge
-from arbiter.judge.backends import open_backend
+from arbiter.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotReady
 from arbiter.judge.backends.base import BackendError, JudgeBackend
-from arbiter.judge.cache import VerdictCache
-from arbiter.judge.constitution import ConstitutionLibrary
 from arbiter.judge.judging import Judge, JudgeParseError
 from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.admission import Limits
 from arbiter.service.settings import ServerSettings
 
+log = logging.getLogger("arbiter.judge")
 JUDGE_MODEL = "judge"
+
+
+def conversation_text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else "".join(m.content for m in prompt)
 
 
 def require_judge(judging: JudgeService | None) -> JudgeService:
@@ -36,22 +39,11 @@ def require_judge(judging: JudgeService | None) -> JudgeService:
 
 
 class JudgeService:
-    def __init__(self, settings: ServerSettings, metrics: Metrics) -> None:
-        self.settings, self.metrics = settings, metrics
-        self.library = ConstitutionLibrary([Path(p) for p in settings.constitutions])  # ConstitutionError: bad file
-        self.library.get(settings.default_constitution)
-        self.backend: JudgeBackend | None = None
-        if settings.judge_backend != "off":
-            self.backend = open_backend(
-                settings.judge_backend,
-                settings.judge_model,
-                settings.judge_base_url,
-                settings.judge_api_key_env,
-                settings.judge_timeout_s,
-                settings.judge_concurrency,
-            )
-        path = Path(settings.judge_cache_path) if settings.judge_cache_path else None
-        self.cache = VerdictCache(settings.judge_cache_size, path) if settings.judge_cache_size else None
+    def __init__(self, settings: ServerSettings, metrics: Metrics, limits: Limits) -> None:
+        self.settings, self.metrics, self.limits = settings, metrics, limits
+        self.library = settings.open_library()  # ConstitutionError: a bad file
+        self.backend: JudgeBackend | None = settings.open_backend()
+        self.cache = settings.open_cache()
         self.judge_ = (
             Judge(self.backend, self.library, self.cache, settings.default_constitution) if self.backend else None
         )
@@ -74,25 +66,21 @@ class JudgeService:
     async def judge(self, request: JudgeRequest) -> JudgeResponse:
         if self.judge_ is None:
             raise JudgeOff("the judge is off on this server (judge_backend=off)")
-        if len(request.items) > self.settings.max_items:
-            raise TooLarge(f"{len(request.items)} items in one request (limit {self.settings.max_items})")
-        try:
-            constitution = self.library.get(request.constitution or self.settings.default_constitution)
-            for name in request.principles or []:
-                constitution.principle(name)
-        except KeyError as exc:
-            raise NotFound(exc.args[0]) from exc
+        self.admit(request)
         started = time.perf_counter()
         try:
             response = await self.judge_.judge(request)
         except BackendError as exc:
             self.metrics.judge_errors.labels("timeout" if exc.timeout else "backend").inc()
+            # The backend's words (its URL, which may hold credentials; its answer) are for the log only.
+            log.error("judge backend failed", extra={"reason": str(exc), "timeout": exc.timeout})
             if exc.timeout:
-                raise JudgeTimeout(f"the judge backend did not answer in time: {exc}") from exc
-            raise JudgeBackendDown(f"the judge backend failed: {exc}") from exc
+                raise JudgeTimeout("the judge backend did not answer in time; the server's log says more") from exc
+            raise JudgeBackendDown("the judge backend failed; the server's log says why") from exc
         except JudgeParseError as exc:
             self.metrics.judge_errors.labels("unparsable").inc()
-            raise JudgeBackendDown(str(exc)) from exc
+            log.error("judge answer unusable", extra={"reason": str(exc)})
+            raise JudgeBackendDown("the judge model gave no usable verdict; the server's log says why") from exc
         self.metrics.judge_latency.labels(request.mode).observe(time.perf_counter() - started)
         for verdict in response.verdicts:
             for part in verdict.principles:
@@ -100,6 +88,18 @@ class JudgeService:
                 if part.inconsistent is not None:
                     self.metrics.judge_position_inconsistent.labels(str(part.inconsistent).lower()).inc()
         return response
+
+    def admit(self, request: JudgeRequest) -> None:
+        """What the judge would refuse, refused before anything is queued: too many items, too long an item, an
+        unknown constitution or principle."""
+        self.limits.items(len(request.items))
+        self.limits.judge_chars(
+            [conversation_text(i.prompt), *(r for r in (i.response, i.response_a, i.response_b) if r is not None)]
+            for i in request.items
+        )
+        constitution = self.library.get(request.constitution or self.settings.default_constitution)
+        for name in request.principles or []:
+            constitution.principle(name)
 
     @staticmethod
     def is_judge_model(name: str | None) -> bool:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -18,16 +17,10 @@ from arbiter.bundle.render import Encoded, InputBuilder, Prompt
 from arbiter.clients.protocol import ModelInfo, Normalization
 from arbiter.errors import ModelNotFound, NotReady
 from arbiter.service.runtime.batcher import Batcher, BatchObserver
+from arbiter.service.runtime.health import Health
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.models")
-ENCODE_INLINE_MAX = 32  # more items than this are tokenized off the event loop
-
-
-@dataclass
-class ScoredItems:
-    scores: np.ndarray
-    encoded: list[Encoded]
 
 
 class Runner(Protocol):
@@ -58,7 +51,10 @@ class ServedModel:
     ) -> None:
         self.name, self.manifest, self.runner = name, manifest, runner
         self.precision = settings.precision if settings.backend == "onnx" else "fp32-torch"
-        self.runner.run([self.runner.builder.encode("warm up", "ok").ids] * 2)  # the first run allocates
+        try:  # the first run allocates; a model that cannot run is a bad bundle, found here rather than per request
+            self.runner.run([self.runner.builder.encode("warm up", "ok").ids] * 2)
+        except Exception as exc:
+            raise BundleError(f"{name}: the model does not run ({type(exc).__name__}: {exc})") from exc
         self.batcher = Batcher(
             self.runner.run,
             settings.max_batch_tokens,
@@ -73,15 +69,13 @@ class ServedModel:
     def version(self) -> str:
         return self.manifest.model_version
 
-    def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Encoded]:
-        return self.runner.builder.encode_many(prompts, responses)
+    async def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Encoded]:
+        """Tokenized off the event loop, whatever the size: one long text must not stall both faces."""
+        return await asyncio.to_thread(self.runner.builder.encode_many, prompts, responses)
 
-    async def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> ScoredItems:
-        if len(prompts) > ENCODE_INLINE_MAX:
-            encoded = await asyncio.to_thread(self.encode, prompts, responses)
-        else:
-            encoded = self.encode(prompts, responses)
-        return ScoredItems(await self.batcher.score([e.ids for e in encoded]), encoded)
+    async def run(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        """Scores sequences already admitted (see admission.py) through this model's batching queue."""
+        return await self.batcher.score([e.ids for e in encoded])
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:
         stats = self.manifest.normalization
@@ -106,12 +100,12 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """Loads every configured bundle; the server is ready only when all of them loaded."""
+    """Loads every configured bundle; the `models` component is ready only when all of them loaded."""
 
-    def __init__(self, settings: ServerSettings, observer: BatchObserver) -> None:
-        self.settings, self.observer = settings, observer
+    def __init__(self, settings: ServerSettings, observer: BatchObserver, health: Health) -> None:
+        self.settings, self.observer, self.health = settings, observer, health
         self.models: dict[str, ServedModel] = {}
-        self.failures: dict[str, str] = {}
+        self.failures: dict[str, str] = {}  # by bundle (or default_model): why it is not served
         self.load_seconds: dict[str, float] = {}
         self.default_name: str | None = None
         self.loaded = False
@@ -119,6 +113,13 @@ class ModelRegistry:
     @property
     def ready(self) -> bool:
         return self.loaded and not self.failures and bool(self.models)
+
+    def _record(self) -> None:
+        if self.ready:
+            self.health.ok("models")
+        elif self.loaded:
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.failures.items())
+            self.health.fail("models", reasons or "no bundle configured (--bundles)")
 
     def load_all(self) -> None:
         for spec in self.settings.bundles:
@@ -133,6 +134,7 @@ class ModelRegistry:
             self.failures[wanted] = f"default_model {wanted!r} is not among the loaded models"
         self.default_name = wanted or next(iter(self.models), None)
         self.loaded = True
+        self._record()
 
     def open(self, path: str, name: str | None = None) -> tuple[ServedModel, ServedModel | None]:
         """Opens the bundle at `path` and serves it as `name` (default: its manifest's name); returns it and the
@@ -145,14 +147,16 @@ class ModelRegistry:
         self.models[name] = model
         self.failures.pop(name, None)
         self.failures.pop(path, None)
+        self._record()  # a bundle loaded later (POST /v1/admin/models) may be the one that failed at start
         self.load_seconds[name] = time.perf_counter() - started
         seconds = round(self.load_seconds[name], 3)
         log.info("model loaded", extra={"model": name, "version": model.version, "seconds": seconds})
         return model, replaced
 
     def get(self, name: str | None) -> ServedModel:
-        if not self.ready:
-            raise NotReady("models are not loaded yet" if not self.loaded else "a configured bundle failed to load")
+        if not self.health.ready:
+            # Not only the models: a server that is not ready (a bad key list or reward spec, say) does not serve.
+            raise NotReady(f"the server is not ready: {self.health.summary()}", self.health.holding_back())
         key = name or self.default_name
         if key not in self.models:
             raise ModelNotFound(f"no model named {name!r}", details={"models": sorted(self.models)})

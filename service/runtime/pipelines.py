@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
+from arbiter.bundle.render import Prompt
 from arbiter.clients.protocol import (
     JudgeItem,
     JudgeRequest,
@@ -21,12 +24,14 @@ from arbiter.clients.protocol import (
     RewardSpecList,
     plain_prompt,
 )
-from arbiter.errors import InvalidInput, NotFound, NotReady, TooLarge
+from arbiter.errors import InvalidInput, NotFound, NotReady
 from arbiter.rewards.compose import ItemContext, RewardResult, compose
 from arbiter.rewards.running import RunningStats
-from arbiter.rewards.spec import BUILTIN, ComponentSpec, RewardSpec, SpecError, SpecLibrary, leaves
+from arbiter.rewards.spec import BUILTIN, ComponentSpec, JudgeComponent, RewardSpec, SpecError, SpecLibrary, leaves
 from arbiter.rewards.telemetry import CanaryMonitor, SpecTelemetry, register_metrics
+from arbiter.service.access.control import Principal
 from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.admission import Limits
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry
 from arbiter.service.settings import ServerSettings
@@ -36,9 +41,14 @@ log = logging.getLogger("arbiter.rewards")
 
 class RewardPipelines:
     def __init__(
-        self, settings: ServerSettings, registry: ModelRegistry, judging: JudgeService | None, metrics: Metrics
+        self,
+        settings: ServerSettings,
+        registry: ModelRegistry,
+        judging: JudgeService | None,
+        metrics: Metrics,
+        limits: Limits,
     ) -> None:
-        self.settings, self.registry, self.judging = settings, registry, judging
+        self.settings, self.registry, self.judging, self.limits = settings, registry, judging, limits
         path = Path(settings.reward_state_path) if settings.reward_state_path else None
         self.running = RunningStats(path)
         self.gauges = register_metrics(metrics.registry)
@@ -91,22 +101,23 @@ class RewardPipelines:
         """At start, after the models: a bad spec keeps the server not ready, with the reasons."""
         try:
             self.library = self._build()
-        except (SpecError, KeyError) as exc:
-            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
-            self.registry.failures["reward_specs"] = message
+        except (SpecError, NotFound) as exc:
+            message = str(exc)
+            self.registry.health.fail("reward_specs", message)
             log.error("reward specs not loaded; the server stays not ready", extra={"reason": message})
             return
+        self.registry.health.ok("reward_specs")
         self._refresh_telemetry()
 
     def reload(self) -> RewardSpecList:
         try:
             library = self._build()
-        except (SpecError, KeyError) as exc:
-            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
+        except (SpecError, NotFound) as exc:
+            message = str(exc)
             log.error("reload refused; the specs in force stay", extra={"reason": message})
             raise InvalidInput(f"reload refused, the specs in force stay: {message}") from exc
         self.library = library  # one assignment: a request in flight keeps the spec object it already holds
-        self.registry.failures.pop("reward_specs", None)
+        self.registry.health.ok("reward_specs")
         self._refresh_telemetry()
         log.info("reward specs reloaded", extra={"specs": library.names})
         return self.specs()
@@ -141,16 +152,13 @@ class RewardPipelines:
         )
 
     def spec(self, name: str | None) -> RewardSpec:
-        library = self._library()
-        try:
-            return library.get(name or self.settings.default_reward_spec)
-        except KeyError as exc:
-            raise NotFound(exc.args[0]) from exc
+        return self._library().get(name or self.settings.default_reward_spec)
 
-    async def reward(self, request: RewardRequest) -> RewardResponse:
-        if len(request.items) > self.settings.max_items:
-            raise TooLarge(f"{len(request.items)} items in one request (limit {self.settings.max_items})")
+    async def reward(self, request: RewardRequest, caller: Principal) -> RewardResponse:
+        self.limits.items(len(request.items))
         spec = self.spec(request.spec)
+        if any(c.kind == "judge" for c in leaves(spec)):
+            caller.require("judge", f"the reward spec {spec.name!r} (it has a judge component)")
         items = [
             ItemContext(
                 prompt=plain_prompt(i.prompt),
@@ -172,8 +180,27 @@ class RewardPipelines:
         )
 
     async def _evaluate(self, spec: RewardSpec, items: list[ItemContext], update: bool = True) -> RewardResult:
+        """Encode for every model and build every judge request, admit them all, and only then queue any."""
         sources = [c for c in leaves(spec) if c.kind in ("model", "judge")]
-        fetched = await asyncio.gather(*(self._fetch(c, items) for c in sources))
+        prompts, responses = [i.prompt for i in items], [i.response for i in items]
+        models = {c.model: self.registry.get(c.model) for c in sources if c.kind == "model"}
+        encoded = dict(
+            zip(models, await asyncio.gather(*(m.encode(prompts, responses) for m in models.values())), strict=True)
+        )
+        self.limits.tokens(encoded.values())
+        judged = {c.name: self._judge_request(c, prompts, responses) for c in sources if c.kind == "judge"}
+        for judge_request in judged.values():
+            assert self.judging is not None  # checked when the spec was loaded
+            self.judging.admit(judge_request)
+
+        async def fetch(component: ComponentSpec) -> np.ndarray:
+            if component.kind == "model":
+                return await models[component.model].run(encoded[component.model])
+            assert self.judging is not None
+            verdicts = (await self.judging.judge(judged[component.name])).verdicts
+            return np.array([v.score for v in verdicts], dtype=np.float64)
+
+        fetched = await asyncio.gather(*(fetch(c) for c in sources))
         raw = dict(zip((c.name for c in sources), fetched, strict=True))
         normalization = {k: v for k, v in self._normalization().items() if v is not None}
         try:
@@ -181,21 +208,16 @@ class RewardPipelines:
         except ValueError as exc:  # e.g. group_norm on items without a group id: the caller's to fix
             raise InvalidInput(str(exc)) from exc
 
-    async def _fetch(self, component: ComponentSpec, items: list[ItemContext]) -> np.ndarray:
-        prompts = [i.prompt for i in items]
-        responses = [i.response for i in items]
-        if component.kind == "model":
-            model = self.registry.get(component.model)
-            return (await model.score(prompts, responses)).scores
-        assert self.judging is not None  # checked when the spec was loaded
-        request = JudgeRequest(
+    @staticmethod
+    def _judge_request(component: ComponentSpec, prompts: Sequence[Prompt], responses: list[str]) -> JudgeRequest:
+        assert isinstance(component, JudgeComponent)  # the caller picked the judge leaves
+        return JudgeRequest(
             mode="absolute",
             constitution=component.constitution,
             principles=component.principles,
             rationale=False,
             items=[JudgeItem(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)],
         )
-        return np.array([v.score for v in (await self.judging.judge(request)).verdicts], dtype=np.float64)
 
     def stats(self, name: str) -> dict[str, object]:
         spec = self.spec(name)
@@ -213,8 +235,18 @@ class RewardPipelines:
             telemetry.canary = CanaryMonitor(pairs)
 
             async def score(prompts: list[object], responses: list[str], spec_name: str = name) -> np.ndarray:
-                items = [ItemContext(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
-                return (await self._evaluate(self.spec(spec_name), items, update=False)).rewards
+                items = [
+                    ItemContext(
+                        prompt=cast(str | list[dict], p), response=r
+                    )  # canary prompts are read as rendered prompts
+                    for p, r in zip(prompts, responses, strict=True)
+                ]
+                spec, size = self.spec(spec_name), self.limits.max_items  # as requests that fit the limits
+                parts = [
+                    (await self._evaluate(spec, items[i : i + size], update=False)).rewards
+                    for i in range(0, len(items), size)
+                ]
+                return np.concatenate(parts)
 
             self._canaries.append(
                 asyncio.create_task(telemetry.canary.run_every(self.settings.reward_canary_interval_s, score))
@@ -227,8 +259,8 @@ class RewardPipelines:
 
 def read_canaries(path: Path) -> list[tuple[object, str, str]]:
     """(prompt, chosen, rejected) from any preference file the training loader reads."""
-    from arbiter.training.data import SourceSpec
-    from arbiter.training.data.load import load_source
+    from arbiter.data.load import load_source
+    from arbiter.data.sources import SourceSpec
 
     groups, _ = load_source(SourceSpec(path=str(path)))
     return [(g.prompt, g.responses[0], g.responses[1]) for g in groups if len(g.responses) == 2]

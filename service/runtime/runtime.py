@@ -9,11 +9,13 @@ from pathlib import Path
 
 from arbiter.bundle import BundleError
 from arbiter.clients.protocol import LoadModelRequest, ModelList, RewardSpecList
-from arbiter.errors import InvalidInput
+from arbiter.errors import ArbiterError, InvalidInput, NotFound
 from arbiter.judge.constitution import ConstitutionError
 from arbiter.service.access.control import AccessControl
 from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.admission import Limits
 from arbiter.service.runtime.annotation import AnnotationService
+from arbiter.service.runtime.health import Health
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry, ServedModel
 from arbiter.service.runtime.pipelines import RewardPipelines, read_canaries
@@ -28,29 +30,49 @@ class Runtime:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.registry = ModelRegistry(settings, self.metrics)
+        self.health = Health()
+        self.registry = ModelRegistry(settings, self.metrics, self.health)
+        limits = Limits.of(settings)
         self.judging: JudgeService | None = None
         try:
-            self.judging = JudgeService(settings, self.metrics)
-        except (ConstitutionError, KeyError, ValueError) as exc:  # a bad constitution: not ready, not a crash
-            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
-            self.registry.failures["constitutions"] = message
+            self.judging = JudgeService(settings, self.metrics, limits)
+        except (ConstitutionError, NotFound, ValueError) as exc:  # a bad constitution: not ready, not a crash
+            message = str(exc)
+            self.health.fail("constitutions", message)
             log.error("judge not set up; the server stays not ready", extra={"reason": message})
-        self.scoring = ScoringService(settings, self.registry, self.metrics, self.judging)
-        self.pipelines = RewardPipelines(settings, self.registry, self.judging, self.metrics)
+        else:
+            self.health.ok("constitutions")
+        self.scoring = ScoringService(limits, self.registry, self.metrics, self.judging)
+        self.pipelines = RewardPipelines(settings, self.registry, self.judging, self.metrics, limits)
         self.access = AccessControl(settings)
         if self.access.error:
-            self.registry.failures["api_keys"] = self.access.error
+            self.health.fail("api_keys", self.access.error)
+        else:
+            self.health.ok("api_keys")
         self.annotation = AnnotationService(settings, self.scoring, self.access)
-        self._on_loaded: list[Callable[[bool], object]] = []
+        self._on_readiness: list[Callable[[bool], object]] = []
         self._background: set[asyncio.Future[None]] = set()
         self.shutting_down = False
 
-    def on_loaded(self, callback: Callable[[bool], object]) -> None:
-        """Called with `ready` once loading ends (the gRPC health service listens here)."""
-        self._on_loaded.append(callback)
+    @property
+    def ready(self) -> bool:
+        return self.health.ready and not self.shutting_down
+
+    def on_readiness(self, callback: Callable[[bool], object]) -> None:
+        """Called with `ready` when loading ends and whenever readiness may change after (a reload, shutdown): the
+        gRPC health service listens here."""
+        self._on_readiness.append(callback)
 
     async def start(self) -> None:
+        try:
+            await self._load()
+        except Exception as exc:  # a bug, or a failure nobody foresaw: reported, never left 'loading' forever
+            log.exception("loading stopped; the server stays not ready")
+            self.health.stopped(f"loading stopped: {type(exc).__name__}: {exc}")
+        log.info("ready" if self.health.ready else "not ready", extra={"health": self.health.report()})
+        self._announce()
+
+    async def _load(self) -> None:
         # Loading runs in a thread so the faces answer (alive, not ready) while bundles load.
         await asyncio.to_thread(self.registry.load_all)
         for name, seconds in self.registry.load_seconds.items():
@@ -59,12 +81,27 @@ class Runtime:
             self.pipelines.load()
             if self.settings.reward_canaries and self.pipelines.library is not None:
                 self.pipelines.start_canaries(read_canaries(Path(self.settings.reward_canaries)))
-        await self.annotation.open()
-        log.info("ready" if self.registry.ready else "not ready", extra={"failures": self.registry.failures})
-        for callback in self._on_loaded:
-            result = callback(self.registry.ready)
+        else:
+            self.health.skip("reward_specs", "not checked: no model is served")
+        await self._open_store()
+
+    async def _open_store(self) -> None:
+        """Opened now so the first annotator does not wait; down, it is reported and holds nothing back."""
+        if not self.settings.annotation_db:
+            self.health.off("store", "annotation is off (annotation_db is empty)")
+            return
+        try:
+            await asyncio.to_thread(self.annotation.store)
+        except ArbiterError as exc:  # logged where it happened; annotation routes answer 503 and retry
+            self.health.fail("store", exc.message)
+        else:
+            self.health.ok("store")
+
+    def _announce(self) -> None:
+        for callback in self._on_readiness:
+            result = callback(self.ready)
             if asyncio.iscoroutine(result):
-                await result
+                self._keep(asyncio.ensure_future(result))
 
     async def load_model(self, request: LoadModelRequest) -> ModelList:
         """Serves a new or retrained bundle without a restart. A replaced model keeps answering the requests that
@@ -87,17 +124,17 @@ class Runtime:
     def reload(self) -> RewardSpecList:
         """SIGHUP and POST /v1/admin/reload: the API keys and the reward specs read again. What fails to load
         keeps what was in force (400)."""
-        self.access.reload()
-        self.registry.failures.pop("api_keys", None)
-        return self.pipelines.reload()
+        try:
+            self.access.reload()
+            self.health.ok("api_keys")
+            return self.pipelines.reload()
+        finally:
+            self._announce()  # a failure at start may be mended now
 
     def begin_shutdown(self) -> None:
         """Readiness turns false on both faces (/readyz, the gRPC health service) while requests still run."""
         self.shutting_down = True
-        for callback in self._on_loaded:
-            result = callback(False)
-            if asyncio.iscoroutine(result):
-                self._keep(asyncio.ensure_future(result))
+        self._announce()
 
     def _keep(self, task: asyncio.Future[None]) -> None:
         """Holds a background task until it is done (the loop keeps only weak references)."""

@@ -3,9 +3,11 @@ on protocol models: the logic both faces call."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from arbiter.bundle.render import Prompt
+from arbiter.bundle.render import Encoded, Prompt
 from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.protocol import (
     ComparePair,
@@ -22,11 +24,12 @@ from arbiter.clients.protocol import (
     ScoreResponse,
     plain_prompt,
 )
-from arbiter.errors import InvalidInput, TooLarge
+from arbiter.errors import InvalidInput
+from arbiter.service.access.control import Principal
 from arbiter.service.metrics import Metrics
+from arbiter.service.runtime.admission import Limits
 from arbiter.service.runtime.judging import JudgeService, require_judge
-from arbiter.service.runtime.models import ModelRegistry, ScoredItems, ServedModel
-from arbiter.service.settings import ServerSettings
+from arbiter.service.runtime.models import ModelRegistry, ServedModel
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -39,45 +42,48 @@ def _judge_version(verdicts: JudgeResponse) -> str:
 
 class ScoringService:
     def __init__(
-        self, settings: ServerSettings, registry: ModelRegistry, metrics: Metrics, judging: JudgeService | None = None
+        self, limits: Limits, registry: ModelRegistry, metrics: Metrics, judging: JudgeService | None = None
     ) -> None:
-        self.settings, self.registry, self.metrics, self.judging = settings, registry, metrics, judging
+        self.limits, self.registry, self.metrics, self.judging = limits, registry, metrics, judging
 
-    async def _score(self, model: ServedModel, prompts: list[Prompt], responses: list[str]) -> ScoredItems:
-        if len(prompts) > self.settings.max_items:
-            raise TooLarge(f"{len(prompts)} items in one request (limit {self.settings.max_items})")
-        scored = await model.score(prompts, responses)
-        tokens = sum(len(e.ids) for e in scored.encoded)
-        if tokens > self.settings.max_request_tokens:  # checked after truncation, on what would really run
-            raise TooLarge(f"{tokens} tokens in one request (limit {self.settings.max_request_tokens})")
+    async def _score(
+        self, model: ServedModel, prompts: Sequence[Prompt], responses: Sequence[str]
+    ) -> tuple[np.ndarray, list[Encoded]]:
+        """Encode, admit, then run (admission.py); the caller has checked the item count in its own unit."""
+        encoded = await model.encode(prompts, responses)
+        self.limits.tokens([encoded])
+        scores = await model.run(encoded)
         histogram = self.metrics.scores.labels(model.name)
-        for s in scored.scores:
+        for s in scores:
             histogram.observe(s)
-        return scored
+        return scores, encoded
 
-    async def score(self, request: ScoreRequest) -> ScoreResponse:
+    def _judge(self, caller: Principal, model: str) -> JudgeService:
+        caller.require("judge", f"the judge model {model!r}")
+        return require_judge(self.judging)
+
+    async def score(self, request: ScoreRequest, caller: Principal) -> ScoreResponse:
+        self.limits.items(len(request.items))
         if JudgeService.is_judge_model(request.model):
-            return await self._judge_scores(request)
+            return await self._judge_scores(request, caller)
         model = self.registry.get(request.model)
-        scored = await self._score(
-            model, [plain_prompt(i.prompt) for i in request.items], [i.response for i in request.items]
-        )
-        scores = _sigmoid(scored.scores) if request.sigmoid else scored.scores
+        prompts, responses = [plain_prompt(i.prompt) for i in request.items], [i.response for i in request.items]
+        raw, encoded = await self._score(model, prompts, responses)
+        scores = _sigmoid(raw) if request.sigmoid else raw
         return ScoreResponse(
             model=model.name,
             model_version=model.version,
             scores=scores.tolist(),
-            normalized_scores=model.normalize(scored.scores).tolist() if request.normalize else None,
-            tokens=[len(e.ids) for e in scored.encoded],
-            truncated=[e.truncated for e in scored.encoded],
+            normalized_scores=model.normalize(raw).tolist() if request.normalize else None,
+            tokens=[len(e.ids) for e in encoded],
+            truncated=[e.truncated for e in encoded],
         )
 
-    async def _judge_scores(self, request: ScoreRequest) -> ScoreResponse:
+    async def _judge_scores(self, request: ScoreRequest, caller: Principal) -> ScoreResponse:
         """A judge standing in for a reward model: the same request and answer, scores on [0, 1]."""
-        prompts = [plain_prompt(i.prompt) for i in request.items]
-        verdicts, scores = await require_judge(self.judging).scores(
-            request.model or "", prompts, [i.response for i in request.items]
-        )
+        judging = self._judge(caller, request.model or "")
+        prompts = [i.prompt for i in request.items]
+        verdicts, scores = await judging.scores(request.model or "", prompts, [i.response for i in request.items])
         return ScoreResponse(
             model=request.model or "",
             model_version=_judge_version(verdicts),
@@ -86,26 +92,44 @@ class ScoringService:
             truncated=[False] * len(scores),
         )
 
-    async def compare(self, request: CompareRequest) -> CompareResponse:
+    async def compare(self, request: CompareRequest, caller: Principal) -> CompareResponse:
         pairs = request.all_pairs()
+        self.limits.items(len(pairs), "pairs")
         if JudgeService.is_judge_model(request.model):
-            return await self._judge_compare(request.model or "", pairs)
+            return await self._judge_compare(request.model or "", pairs, caller)
         model = self.registry.get(request.model)
-        prompts = [plain_prompt(p.prompt) for p in pairs for _ in range(2)]
-        responses = [r for p in pairs for r in (p.response_a, p.response_b)]
-        scores = (await self._score(model, prompts, responses)).scores
-        a, b = scores[0::2], scores[1::2]
+        a, b = await self.pair_scores(model, pairs, chunked=False)
         comparisons = [
             Comparison(score_a=float(x), score_b=float(y), prob_a=float(p))
             for x, y, p in zip(a, b, _sigmoid(a - b), strict=True)
         ]
         return CompareResponse(model=model.name, model_version=model.version, comparisons=comparisons)
 
-    async def _judge_compare(self, model: str, pairs: list[ComparePair]) -> CompareResponse:
+    async def pair_scores(
+        self, model: ServedModel, pairs: list[ComparePair], chunked: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of each pair's two responses. `chunked`: the server's own work (annotation statistics), run as
+        requests that each fit the limits instead of being refused by them."""
+        prompts = [plain_prompt(p.prompt) for p in pairs for _ in range(2)]
+        responses = [r for p in pairs for r in (p.response_a, p.response_b)]
+        encoded = await model.encode(prompts, responses)
+        if not chunked:
+            self.limits.tokens([encoded])
+            scores = await model.run(encoded)
+        else:
+            per_pair = [encoded[i : i + 2] for i in range(0, len(encoded), 2)]
+            tokens = [len(x.ids) + len(y.ids) for x, y in per_pair]
+            parts = [
+                await model.run([e for pair in chunk for e in pair]) for chunk in self.limits.chunks(per_pair, tokens)
+            ]
+            scores = np.concatenate(parts) if parts else np.empty(0)
+        return scores[0::2], scores[1::2]
+
+    async def _judge_compare(self, model: str, pairs: list[ComparePair], caller: Principal) -> CompareResponse:
         """The judge compares pairwise (both orders); its P(a) becomes scores +-logit(P)/2, so that
         prob_a = sigmoid(score_a - score_b) holds here as it does for reward models."""
-        judging = require_judge(self.judging)
-        verdicts = await judging.compare(model, [(plain_prompt(p.prompt), p.response_a, p.response_b) for p in pairs])
+        judging = self._judge(caller, model)
+        verdicts = await judging.compare(model, [(p.prompt, p.response_a, p.response_b) for p in pairs])
         comparisons = []
         for verdict in verdicts.verdicts:
             p = min(max(verdict.score, 1e-6), 1 - 1e-6)
@@ -113,17 +137,18 @@ class ScoringService:
             comparisons.append(Comparison(score_a=half, score_b=-half, prob_a=verdict.score))
         return CompareResponse(model=model, model_version=_judge_version(verdicts), comparisons=comparisons)
 
-    async def rank(self, request: RankRequest) -> RankResponse:
-        prompt = plain_prompt(request.prompt)
+    async def rank(self, request: RankRequest, caller: Principal) -> RankResponse:
+        self.limits.items(len(request.responses), "responses")
         if JudgeService.is_judge_model(request.model):
-            verdicts, judged = await require_judge(self.judging).scores(
-                request.model or "", [prompt] * len(request.responses), request.responses
+            verdicts, judged = await self._judge(caller, request.model or "").scores(
+                request.model or "", [request.prompt] * len(request.responses), request.responses
             )
             name, version, scores = request.model or "", _judge_version(verdicts), np.asarray(judged)
         else:
             model = self.registry.get(request.model)
             name, version = model.name, model.version
-            scores = (await self._score(model, [prompt] * len(request.responses), request.responses)).scores
+            prompt = plain_prompt(request.prompt)
+            scores, _ = await self._score(model, [prompt] * len(request.responses), request.responses)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: equal scores keep input order
         return RankResponse(model=name, model_version=version, scores=scores.tolist(), order=order)
 
@@ -136,12 +161,13 @@ class ScoringService:
 
     async def openrlhf(self, request: OpenRLHFRewardRequest, model_name: str | None = None) -> OpenRLHFRewardResponse:
         """OpenRLHF's texts split into prompt and response as its own reward_func form splits them."""
+        self.limits.items(len(request.query))
         try:
             split_prompts, responses = split_queries(request.query, request.prompts)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
         model = self.registry.get(model_name)
-        scores = (await self._score(model, list(split_prompts), responses)).scores
+        scores, _ = await self._score(model, list(split_prompts), responses)
         return OpenRLHFRewardResponse(
             rewards=scores.tolist(),
             scores=scores.tolist(),

@@ -11,7 +11,8 @@ window.arbiter = (() => {
   }
   async function call(method, path, body) {
     const headers = { Authorization: `Bearer ${localStorage.getItem(STORAGE) || ""}` };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    // The server takes state-changing requests only as JSON (what a cross-site form cannot send), bodiless ones too.
+    if (method !== "GET") headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
       method,
       headers,

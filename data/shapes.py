@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from itertools import combinations
 
 from arbiter.bundle.render import Message, Prompt
-from arbiter.training.data.schema import Comparison, PreferenceGroup
+from arbiter.data.schema import Comparison, PreferenceGroup
 
 
 class BadRow(Exception):

@@ -1,24 +1,14 @@
-"""Loading every source into groups, with the bad-row report, the split and the weighted mix."""
+"""The training run's data: every source loaded, split by prompt into train and eval, the training side weighted."""
 
 from __future__ import annotations
 
 import random
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from arbiter.training.data.schema import PreferenceGroup
-from arbiter.training.data.shapes import BadRow, parse_row
-from arbiter.training.data.sources import SourceSpec, read_rows
-from arbiter.training.text_table import text_table
-
-
-@dataclass
-class SourceReport:
-    source: str
-    rows: int = 0
-    groups: int = 0
-    pairs: int = 0
-    bad: Counter[str] = field(default_factory=Counter)
+from arbiter.data.load import SourceReport, load_source
+from arbiter.data.schema import PreferenceGroup
+from arbiter.data.sources import SourceSpec
+from arbiter.text_table import text_table
 
 
 @dataclass
@@ -36,24 +26,6 @@ class LoadedData:
         lines.append(["split", "", f"train {len(self.train)}", f"eval {len(self.eval)}", *([""] * len(reasons))])
         title = "bad rows by reason" if reasons else "no bad rows"
         return f"Preference data ({title}):\n" + text_table(lines)
-
-
-def load_source(spec: SourceSpec) -> tuple[list[PreferenceGroup], SourceReport]:
-    report = SourceReport(spec.label)
-    groups = []
-    for row in read_rows(spec):
-        report.rows += 1
-        try:
-            if "_unparsable" in row:
-                raise BadRow("unparsable_row")
-            group = parse_row(row, spec.label)
-        except BadRow as bad:
-            report.bad[bad.reason] += 1
-            continue
-        groups.append(group)
-        report.groups += 1
-        report.pairs += len(group.comparisons)
-    return groups, report
 
 
 def is_eval(group: PreferenceGroup, eval_fraction: float) -> bool:

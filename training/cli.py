@@ -1,0 +1,137 @@
+"""`arbiter train`, `arbiter eval` and `arbiter export`: a reward model from preference data to a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from arbiter.cli_options import add_data_flag, add_model_flags, given_flags, load_data_flag
+
+if TYPE_CHECKING:
+    from arbiter.training.evaluate import Scorer
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    _train_parser(commands)
+    _eval_parser(commands)
+    _export_parser(commands)
+
+
+def _train_parser(commands: argparse._SubParsersAction) -> None:
+    from arbiter.training.config import TrainConfig
+
+    p = commands.add_parser(
+        "train",
+        help="train a reward model on preference data",
+        description="Train a Bradley-Terry reward model. Settings come from --config (YAML), then flags. "
+        "--data takes PATH[,weight=W][,split=S][,name=N]: a JSONL/JSON/Parquet/CSV file or a hub dataset name.",
+    )
+    p.add_argument("--config", type=Path, help="a YAML file of the settings below")
+    p.add_argument("--export", type=Path, metavar="BUNDLE_DIR", help="export a bundle here after training")
+    add_model_flags(p, TrainConfig)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from arbiter.training.config import TrainConfig
+    from arbiter.training.train import train
+
+    overrides = given_flags(args, TrainConfig)
+    config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig.model_validate(overrides)
+    run = train(config)
+    if args.export and os.environ.get("RANK", "0") == "0":  # under torchrun, the first process exports
+        from arbiter.training.export import export_bundle
+
+        bundle = export_bundle(run / "checkpoint", args.export, name=config.name)
+        print(f"bundle written: {bundle.path}")
+    return 0
+
+
+def _eval_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval",
+        help="evaluate a bundle or a training checkpoint on preference files",
+        description="Accuracy (ties count as wrong), accuracy per source and subset, mean margin, calibration "
+        "(ECE) and length bias. Prints a table and writes JSON.",
+    )
+    p.add_argument("model", type=Path, help="a bundle folder or a training checkpoint folder")
+    add_data_flag(p)
+    p.add_argument("--out", type=Path, default=None, help="folder for eval.json and plots (default: none)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="bundle file to score with")
+    p.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from arbiter.training.evaluate import format_table, metrics, score_pairs
+
+    groups = load_data_flag(args.data)
+    scorer = _scorer(args.model, args.precision)
+    if args.out:
+        from arbiter.training.report import evaluate_into
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        evaluate_into(args.out, scorer, groups)
+        print(f"wrote {args.out / 'eval.json'}")
+    else:
+        result = metrics(score_pairs(groups, scorer))
+        print(format_table(result))
+        print(json.dumps({k: result[k] for k in ("pairs", "accuracy", "mean_margin", "ece")}))
+    return 0
+
+
+def _scorer(model: Path, precision: str) -> Scorer:
+    from arbiter.bundle.manifest import MANIFEST_FILE
+
+    if (model / MANIFEST_FILE).is_file():
+        from arbiter.bundle import load_bundle
+        from arbiter.bundle.onnx_model import OnnxRewardModel
+
+        return OnnxRewardModel.from_bundle(load_bundle(model), precision)
+    import torch
+
+    from arbiter.training.torch_scorer import TorchScorer
+
+    return TorchScorer.from_checkpoint(model, torch.device("cpu"))
+
+
+def _export_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="turn a training checkpoint into a bundle (ONNX + tokenizer + manifest)",
+        description="Exports fp32 ONNX, checks parity with torch on real eval inputs, optionally writes an int8 "
+        "file when it agrees with fp32, computes normalization statistics, and writes a checksummed manifest.",
+    )
+    p.add_argument("checkpoint", type=Path, help="a run's checkpoint folder (runs/NAME/checkpoint)")
+    p.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
+    p.add_argument("--name", help="model name in the manifest (default: the run folder's name)")
+    p.add_argument("--model-version", help="version string (default: a UTC timestamp)")
+    p.add_argument(
+        "--eval-data", type=Path, help="preference file for parity and stats (default: the run's eval split)"
+    )
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 file")
+    p.add_argument(
+        "--min-int8-agreement",
+        type=float,
+        default=0.99,
+        help="keep int8 only if it orders at least this share of eval pairs like fp32 (default: 0.99)",
+    )
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from arbiter.training.export import export_bundle
+
+    bundle = export_bundle(
+        args.checkpoint,
+        args.out,
+        name=args.name,
+        model_version=args.model_version,
+        eval_data=args.eval_data,
+        int8=not args.no_int8,
+        min_int8_agreement=args.min_int8_agreement,
+    )
+    print(f"bundle written: {bundle.path}")
+    return 0
