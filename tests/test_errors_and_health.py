@@ -229,16 +229,14 @@ def broken_graph() -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("model", "reason", "logged"),
-    [
-        (b"garbage, not a protobuf", "not a usable ONNX model", "bundle not loaded"),
-        (broken_graph(), "Reshape", "loading stopped"),
-    ],
+    ("model", "reason"),
+    [(b"garbage, not a protobuf", "not a usable ONNX model"), (broken_graph(), "Reshape")],
     ids=["garbage", "graph_fails_when_run"],
 )
 def test_a_corrupt_model_with_valid_checksums_fails_readiness_with_the_reason(
-    model, reason, logged, bundle_dir: Path, tmp_path: Path
+    model, reason, bundle_dir: Path, tmp_path: Path
 ):
+    # Both fail as one bundle that did not load (the warm-up run is part of opening it), not as loading that stopped.
     bundle = tmp_path / "bundle"
     shutil.copytree(bundle_dir, bundle)
     (bundle / "model.onnx").write_bytes(model)
@@ -253,4 +251,4 @@ def test_a_corrupt_model_with_valid_checksums_fails_readiness_with_the_reason(
         assert grpc_health(server) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert httpx.post(server.url + "/v1/score", json=ONE).json()["error"]["code"] == "not_ready"
         log = server.logs()
-        assert logged in log and reason in log
+        assert "bundle not loaded" in log and reason in log and "loading stopped" not in log
