@@ -6,7 +6,7 @@ or a tie. A pair task is one unit; a K-wise ranking gives K-choose-2.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import combinations
 
@@ -27,7 +27,7 @@ def pair_units(
 def krippendorff_alpha(units: Iterable[Sequence[Hashable]]) -> float | None:
     """Nominal alpha from each unit's values (missing judgements simply absent). None when it is undefined:
     fewer than two pairable values, or one value used throughout (no disagreement is possible to expect)."""
-    coincidences: Counter[tuple[Hashable, Hashable]] = Counter()
+    coincidences: defaultdict[tuple[Hashable, Hashable], float] = defaultdict(float)
     for values in units:
         m = len(values)
         if m < 2:
@@ -35,7 +35,7 @@ def krippendorff_alpha(units: Iterable[Sequence[Hashable]]) -> float | None:
         for a, b in combinations(values, 2):
             coincidences[(a, b)] += 1 / (m - 1)
             coincidences[(b, a)] += 1 / (m - 1)
-    totals: Counter[Hashable] = Counter()
+    totals: defaultdict[Hashable, float] = defaultdict(float)
     for (a, _), weight in coincidences.items():
         totals[a] += weight
     n = sum(totals.values())

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, Select, exists, func, select, update
+from sqlalchemy import CursorResult, Engine, Select, exists, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -185,7 +185,7 @@ class AnnotationStore:
                     _audit(s, None, "annotator.create", f"annotator:{found.id}", {"name": name, "role": "lead"})
             except IntegrityError:  # made by a concurrent first request
                 return self.service_account(name)
-        return Caller(found.id, found.name, found.role)  # type: ignore[arg-type]
+        return _caller(found)
 
     def authenticate(self, key: str | None) -> Caller:
         if not key:
@@ -194,7 +194,7 @@ class AnnotationStore:
             found = s.scalars(select(Annotator).where(Annotator.key_hash == key_hash(key))).first()
         if found is None or found.disabled:
             raise Unauthorized("unknown or disabled key")
-        return Caller(found.id, found.name, found.role)  # type: ignore[arg-type]
+        return _caller(found)
 
     # -- tasks --------------------------------------------------------------------------------------------------
 
@@ -525,29 +525,41 @@ class AnnotationStore:
         )
 
 
+def _caller(found: Annotator) -> Caller:
+    # The role column holds what add_annotator (a Role) and service_account ("lead") write, nothing else.
+    return Caller(found.id, found.name, cast(Role, found.role))
+
+
 def _audit(s: Session, actor: Caller | None, action: str, target: str, data: dict[str, Any] | None = None) -> None:
     s.add(AuditEvent(actor_id=actor.id if actor else None, action=action, target=target, data=data))
 
 
 def _take_slot(s: Session, task_id: int) -> bool:
-    taken = s.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.open_slots > 0)
-        .values(open_slots=Task.open_slots - 1)
-        .execution_options(synchronize_session=False)
+    # An UPDATE without RETURNING gives a CursorResult (SQLAlchemy's typing says Result: it recommends the cast).
+    taken = cast(
+        "CursorResult[Any]",
+        s.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.open_slots > 0)
+            .values(open_slots=Task.open_slots - 1)
+            .execution_options(synchronize_session=False)
+        ),
     )
-    return taken.rowcount == 1  # type: ignore[attr-defined]
+    return taken.rowcount == 1
 
 
 def _close(s: Session, assignment: Assignment, state: str) -> bool:
     """Ends an active assignment and frees its slot; False when another transaction ended it first."""
-    ended = s.execute(
-        update(Assignment)
-        .where(Assignment.id == assignment.id, Assignment.state == "active")
-        .values(state=state, closed_at=utcnow())
-        .execution_options(synchronize_session=False)
+    ended = cast(
+        "CursorResult[Any]",  # as in _take_slot
+        s.execute(
+            update(Assignment)
+            .where(Assignment.id == assignment.id, Assignment.state == "active")
+            .values(state=state, closed_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ),
     )
-    if ended.rowcount != 1:  # type: ignore[attr-defined]
+    if ended.rowcount != 1:
         return False
     s.execute(
         update(Task)

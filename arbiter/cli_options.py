@@ -25,7 +25,7 @@ def add_model_flags(
         if SecretStr in (field.annotation, *typing.get_args(field.annotation)):
             continue  # a secret comes from the file or the environment: flags show in `ps`
         flags = ["--" + name.replace("_", "-"), *(aliases or {}).get(name, ())]
-        default = field.default if field.default_factory is None else field.default_factory()
+        default = field.default if field.default_factory is None else field.get_default(call_default_factory=True)
         text = (field.description or "").strip()
         help_text = f"{text} (default: {default})" if text else f"(default: {default})"
         kind, choices, repeat = _flag_type(field.annotation)
@@ -70,7 +70,7 @@ def _flag_type(annotation: object) -> tuple[typing.Callable[[str], object], list
         (item,) = typing.get_args(annotation)
         return _with_message(getattr(item, "parse", item)), None, True
     if annotation in (int, float, str, bool, Path):
-        return annotation, None, False  # type: ignore[return-value]
+        return annotation, None, False
     raise TypeError(f"no command-line form for {annotation!r}")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from arbiter.clients.protocol import ErrorBody, ErrorDetail
-
 # A bug's answer on both faces: what went wrong is in the log, under the request id the answer carries.
 INTERNAL_MESSAGE = "internal error; the server's log has it under this request id"
 
@@ -23,11 +21,11 @@ class ArbiterError(Exception):
 
 def error_body(error: ArbiterError, request_id: str | None) -> dict[str, Any]:
     """The one error body of both faces (HTTP answers, the gRPC `arbiter-error` trailer): {error: {code, message,
-    details?, request_id, status}}. `status` is the HTTP one, so a gRPC client reports what an HTTP client would."""
-    detail = ErrorDetail(
-        code=error.code, message=error.message, details=error.details, request_id=request_id, status=error.status
-    )
-    return ErrorBody(error=detail).model_dump(exclude_none=True)
+    details?, request_id, status}}. `status` is the HTTP one, so a gRPC client reports what an HTTP client would.
+    Its schema is the wire's ErrorBody (clients/protocol.py), which this bottom layer cannot import; a test holds
+    the two together."""
+    detail = {"code": error.code, "message": error.message, "details": error.details, "request_id": request_id}
+    return {"error": {k: v for k, v in detail.items() if v is not None} | {"status": error.status}}
 
 
 def validation_details(errors: Sequence[Any]) -> list[dict[str, object]]:

@@ -17,6 +17,11 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from arbiter.judge.backends.base import JudgeBackend
+    from arbiter.judge.judging import Judge
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,14 +38,14 @@ def pairs(count: int) -> list[dict[str, object]]:
     return [{"prompt": g.prompt, "response_a": g.responses[0], "response_b": g.responses[1]} for g in groups[:count]]
 
 
-async def one_pass(judge: object, items: list[dict[str, object]]) -> dict[str, float]:
+async def one_pass(judge: Judge, items: list[dict[str, object]]) -> dict[str, float]:
     from arbiter.clients.protocol import JudgeRequest
     from arbiter.judge.judging import JudgeParseError
 
     async def one(item: dict[str, object]) -> bool:
         request = JudgeRequest(mode="pairwise", sampling="sample", items=[item])
         try:
-            await judge.judge(request)  # type: ignore[attr-defined]
+            await judge.judge(request)
         except JudgeParseError:
             return False
         return True
@@ -51,19 +56,19 @@ async def one_pass(judge: object, items: list[dict[str, object]]) -> dict[str, f
     return {"verdicts_per_s": len(items) / seconds, "seconds": seconds, "failed": float(done.count(False))}
 
 
-def measure(backend: object, items: list[dict[str, object]]) -> dict[str, dict[str, float]]:
+def measure(backend: JudgeBackend, items: list[dict[str, object]]) -> dict[str, dict[str, float]]:
     from arbiter.judge.cache import VerdictCache
     from arbiter.judge.constitution import ConstitutionLibrary
     from arbiter.judge.judging import Judge
 
-    judge = Judge(backend, ConstitutionLibrary(), VerdictCache())  # type: ignore[arg-type]
+    judge = Judge(backend, ConstitutionLibrary(), VerdictCache())
 
     async def both() -> dict[str, dict[str, float]]:
         await one_pass(judge, items[:1])  # load the model / open the connection outside the clock
         judge.cache = VerdictCache()
         cold = await one_pass(judge, items)
         warm = await one_pass(judge, items)
-        await backend.aclose()  # type: ignore[attr-defined]
+        await backend.aclose()
         return {"cold cache": cold, "warm cache": warm}
 
     return asyncio.run(both())

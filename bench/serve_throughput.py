@@ -33,14 +33,21 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import httpx
 import numpy as np
 
 from arbiter.text_table import text_table
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from arbiter.bundle.render import Prompt
+    from arbiter.training.model import RewardModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,14 +59,23 @@ PER_REQUEST = 8  # items per scoring request, for every system and round
 WARMUP_TEXTS = 128  # an untimed pass per server and client count before the timed rounds
 SETTLE_S = 1.0  # pause before each timed round (onnxruntime's idle threads spin for a while after a run)
 
+Texts = list[tuple["Prompt", str]]
+Body = Callable[[Texts], tuple[str, dict[str, object]]]  # a batch of texts -> (path, JSON body) of one request
 
-def real_texts(count: int) -> list[tuple[object, str]]:
+
+class Server(TypedDict):
+    url: str
+    process: subprocess.Popen[bytes]
+    ready_s: float
+
+
+def real_texts(count: int) -> Texts:
     """(prompt, response) pairs taken in turn from each shared file: chosen and rejected responses."""
     from arbiter.data.load import load_source
     from arbiter.data.sources import SourceSpec
 
     per_file = [load_source(SourceSpec(path=str(f)))[0] for f in sorted(PREFERENCES.glob("*.jsonl"))]
-    texts: list[tuple[object, str]] = []
+    texts: Texts = []
     for row in range(max(len(g) for g in per_file)):
         for groups in per_file:
             if row < len(groups):
@@ -80,22 +96,24 @@ def gemm_peak_gflops() -> float:
     return best
 
 
-def model_flops(model: object, lengths: list[int]) -> float:
+def model_flops(model: RewardModel, lengths: list[int]) -> float:
     """Forward FLOPs: 2 x non-embedding weights per token, plus attention's two n^2 x d products per layer."""
-    weights = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)  # type: ignore[attr-defined]
-    config = model.backbone.config  # type: ignore[attr-defined]
+    weights = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    config = model.backbone.config
     layers, hidden = config.num_hidden_layers, config.hidden_size
     return sum(2 * weights * n + 4 * layers * hidden * n * n for n in lengths)
 
 
-def plain_loop(model: object, tokenizer: object, texts: list[tuple[object, str]], batch: int = 32) -> dict[str, float]:
+def plain_loop(
+    model: RewardModel, tokenizer: PreTrainedTokenizerBase, texts: Texts, batch: int = 32
+) -> dict[str, float]:
     import torch
 
     from arbiter.bundle.render import pad_batch
 
     torch.set_grad_enabled(False)
-    spec = model.spec  # type: ignore[attr-defined]
-    builder = model.input_builder(tokenizer)  # type: ignore[attr-defined]
+    spec = model.spec
+    builder = model.input_builder(tokenizer)
     latencies = []
     start = time.perf_counter()
     for b in range(0, len(texts), batch):
@@ -114,11 +132,11 @@ def plain_loop(model: object, tokenizer: object, texts: list[tuple[object, str]]
     }
 
 
-def arbiter_body(items: list[tuple[object, str]]) -> tuple[str, dict[str, object]]:
+def arbiter_body(items: Texts) -> tuple[str, dict[str, object]]:
     return "/v1/score", {"items": [{"prompt": p, "response": r} for p, r in items]}
 
 
-def openrlhf_body(items: list[tuple[object, str]]) -> tuple[str, dict[str, object]]:
+def openrlhf_body(items: Texts) -> tuple[str, dict[str, object]]:
     """serve_rm takes whole texts: the prompt rendered as Arbiter's plain template, then the response."""
     from arbiter.bundle.render import render_plain
 
@@ -127,20 +145,20 @@ def openrlhf_body(items: list[tuple[object, str]]) -> tuple[str, dict[str, objec
 
 async def drive(
     url: str,
-    texts: list[tuple[object, str]],
+    texts: Texts,
     clients: int,
-    body: object = arbiter_body,
+    body: Body = arbiter_body,
     per_request: int = PER_REQUEST,
 ) -> dict[str, float]:
     requests = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
-    queue: asyncio.Queue[list[tuple[object, str]]] = asyncio.Queue()
+    queue: asyncio.Queue[Texts] = asyncio.Queue()
     for r in requests:
         queue.put_nowait(r)
     latencies: list[float] = []
 
     async def client(http: httpx.AsyncClient) -> None:
         while not queue.empty():
-            path, payload = body(queue.get_nowait())  # type: ignore[operator]
+            path, payload = body(queue.get_nowait())
             t0 = time.perf_counter()
             response = await http.post(path, json=payload)
             latencies.append(time.perf_counter() - t0)
@@ -148,7 +166,7 @@ async def drive(
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        path, payload = body(texts[:2])  # type: ignore[operator]
+        path, payload = body(texts[:2])
         await http.post(path, json=payload)
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
@@ -207,7 +225,7 @@ def arbiter_code(site: Path | None) -> str:
 
 
 @contextmanager
-def arbiter_server(logs: Path, flags: tuple[str, ...], site: Path | None, tag: str) -> Iterator[dict[str, object]]:
+def arbiter_server(logs: Path, flags: tuple[str, ...], site: Path | None, tag: str) -> Iterator[Server]:
     """`arbiter serve` as tests/server.py's running_server starts it, plus `-P` and the site's environment."""
     port, grpc_port = free_port(), free_port()
     command = [*SERVE_PYTHON, "-m", "arbiter.cli", "serve", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
@@ -224,7 +242,7 @@ def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 def serve_arbiter(
     bundle: Path,
-    texts: list[tuple[object, str]],
+    texts: Texts,
     precision: str,
     logs: Path,
     rounds: int = 1,
@@ -236,12 +254,14 @@ def serve_arbiter(
     versions = {"after": None} if baseline_site is None else {"before": baseline_site, "after": None}
     results: dict[str, dict[str, object]] = {}
     with ExitStack() as stack:
-        servers = {}
+        servers: dict[str, Server] = {}
+        per_round: dict[str, dict[str, list[dict[str, float]]]] = {}  # each version's results["rounds"]
         for name, site in versions.items():
             code = arbiter_code(site)
             print(f"arbiter {precision} {name}: code from {code}", flush=True)
             servers[name] = stack.enter_context(arbiter_server(logs, flags, site, f"{precision}-{name}"))
-            results[name] = {"code": code, "ready_s": servers[name]["ready_s"], "rounds": {}}
+            per_round[name] = {}
+            results[name] = {"code": code, "ready_s": servers[name]["ready_s"], "rounds": per_round[name]}
         for clients in CLIENTS:
             for server in servers.values():
                 asyncio.run(drive(server["url"], texts[:WARMUP_TEXTS], clients))
@@ -251,10 +271,10 @@ def serve_arbiter(
                     time.sleep(SETTLE_S)
                     timed[name].append(asyncio.run(drive(server["url"], texts, clients)))
             for name in servers:
-                results[name]["rounds"][f"{clients}_clients"] = timed[name]  # type: ignore[index]
+                per_round[name][f"{clients}_clients"] = timed[name]
                 results[name][f"{clients}_clients"] = medians(timed[name])
         for name, server in servers.items():
-            results[name]["peak_rss_mb"] = peak_rss_mb(server["process"].pid)  # type: ignore[attr-defined]
+            results[name]["peak_rss_mb"] = peak_rss_mb(server["process"].pid)
     return results
 
 
@@ -278,7 +298,7 @@ def openrlhf_model_dir(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-def serve_openrlhf(checkpoint: Path, texts: list[tuple[object, str]], max_len: int, logs: Path) -> dict[str, object]:
+def serve_openrlhf(checkpoint: Path, texts: Texts, max_len: int, logs: Path) -> dict[str, object]:
     model_dir = openrlhf_model_dir(checkpoint, logs / "openrlhf-model")
     port = free_port()
     command = [sys.executable, str(ROOT / "bench" / "peers" / "serve_rm_cpu.py"),
@@ -396,6 +416,7 @@ def main() -> None:
 
 def workload_line(results: dict[str, object]) -> str:
     t = results["tokens"]
+    # results is the report's JSON, dict[str, object]: main put ints under "texts" and "per_request"
     requests = -(-results["texts"] // results["per_request"])  # type: ignore[operator]
     return (
         f"workload: {results['texts']} texts in {requests} requests of {results['per_request']} "

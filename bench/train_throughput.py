@@ -61,8 +61,8 @@ def step_times(padded_to_max: bool, config: TrainConfig, steps: int) -> list[flo
 
 
 def token_stats(config: TrainConfig) -> dict[str, float]:
-    from arbiter.training.backbones import resolve
     from arbiter.training.model import load_tokenizer, rendering_for
+    from arbiter.weights import resolve
 
     tokenizer = load_tokenizer(resolve(config.base_model))
     builder = InputBuilder(

@@ -24,15 +24,21 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.serve_throughput import arbiter_body, real_texts  # noqa: E402
+from bench.serve_throughput import Texts, arbiter_body, real_texts  # noqa: E402
 from tests.server import running_server  # noqa: E402
 
-Items = list[tuple[object, str]]
+if TYPE_CHECKING:
+    import grpc
+
+    from arbiter.clients.v1 import reward_pb2 as pb
+
+Items = Texts
 CLIENTS = 16
 
 
@@ -83,17 +89,19 @@ async def with_client(url: str, texts: Items, per_request: int) -> dict[str, flo
     async with AsyncRewardClient(url, timeout=120, max_concurrency=CLIENTS) as client:
 
         async def send(items: Items) -> None:
-            await client.score([p for p, _ in items], [r for _, r in items])  # type: ignore[misc]
+            await client.score([p for p, _ in items], [r for _, r in items])
 
         return await closed_loop(texts, send, per_request)
 
 
-def _request(items: Items) -> object:
+def _request(items: Items) -> pb.ScoreRequest:
     from arbiter.clients import grpc_codec
     from arbiter.clients import protocol as wire
 
     _, body = arbiter_body(items)
-    return grpc_codec.to_proto(wire.ScoreRequest.model_validate(body))
+    from arbiter.clients.v1 import reward_pb2 as pb
+
+    return grpc_codec.to_proto(wire.ScoreRequest.model_validate(body), pb.ScoreRequest)
 
 
 async def raw_grpc(target: str, texts: Items, per_request: int) -> dict[str, float]:
@@ -120,21 +128,24 @@ async def grpc_stream(target: str, texts: Items, per_request: int) -> dict[str, 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = reward_pb2_grpc.RewardServiceStub(channel)
         streams = [stub.ScoreStream() for _ in range(CLIENTS)]
-        free: asyncio.Queue[object] = asyncio.Queue()
+        free: asyncio.Queue[grpc.aio.StreamStreamCall[pb.ScoreStreamRequest, pb.ScoreStreamResponse]]
+        free = asyncio.Queue()
         for stream in streams:
             free.put_nowait(stream)
 
         async def send(items: Items) -> None:
             stream = await free.get()
-            await stream.write(pb.ScoreStreamRequest(id="r", request=_request(items)))  # type: ignore[attr-defined]
-            answer = await stream.read()  # type: ignore[attr-defined]
+            await stream.write(pb.ScoreStreamRequest(id="r", request=_request(items)))
+            answer = await stream.read()
             free.put_nowait(stream)
+            if not isinstance(answer, pb.ScoreStreamResponse):  # grpc.aio.EOF: the server closed the stream
+                raise RuntimeError("ScoreStream ended before its answer")
             if answer.HasField("error"):
                 raise RuntimeError(answer.error.message)
 
         result = await closed_loop(texts, send, per_request)
         for stream in streams:
-            await stream.done_writing()  # type: ignore[attr-defined]
+            await stream.done_writing()
         return result
 
 

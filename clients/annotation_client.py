@@ -58,7 +58,7 @@ class AnnotationClient:
         for number, start in enumerate(range(0, len(specs), self.chunk_size)):
             batch = TaskBatch(tasks=specs[start : start + self.chunk_size])
             headers = {"Idempotency-Key": _chunk_key(idempotency_key, number)} if idempotency_key else {}
-            part = self._call(ops.ANNOTATION_TASKS, TaskBatchResult, batch, headers)
+            part = self._call(ops.ANNOTATION_TASKS, TaskBatchResult.model_validate, batch, headers)
             ids += part.task_ids
             created += 0 if part.replayed else part.created  # a replayed chunk created nothing now
             replayed = replayed and part.replayed
@@ -69,16 +69,18 @@ class AnnotationClient:
 
     def submit(self, task_id: int, answer: AnnotationInput | dict[str, Any]) -> AnnotationRecord:
         answer = answer if isinstance(answer, AnnotationInput) else AnnotationInput.model_validate(answer)
-        return self._call(ops.ANNOTATION_SUBMIT, AnnotationRecord, answer, path={"task_id": task_id})
+        return self._call(ops.ANNOTATION_SUBMIT, AnnotationRecord.model_validate, answer, path={"task_id": task_id})
 
     def skip(self, task_id: int) -> None:
         self._call(ops.ANNOTATION_SKIP, lambda _: None, path={"task_id": task_id})
 
     def progress(self) -> Progress:
-        return self._call(ops.ANNOTATION_ME, Progress)
+        return self._call(ops.ANNOTATION_ME, Progress.model_validate)
 
     def stats(self, model: str | None = None) -> AnnotationStats:
-        return self._call(ops.ANNOTATION_STATS, AnnotationStats, params={"model": model} if model else None)
+        return self._call(
+            ops.ANNOTATION_STATS, AnnotationStats.model_validate, params={"model": model} if model else None
+        )
 
     def export(self, **filters: object) -> list[dict[str, Any]]:
         """Preference rows as `arbiter train` reads them; filters as GET /v1/annotation/export takes them
@@ -90,7 +92,7 @@ class AnnotationClient:
     def _call(
         self,
         operation: Operation,
-        parse: type[T] | Callable[[Any], T],
+        parse: Callable[[Any], T],
         body: Any = None,
         headers: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
@@ -109,7 +111,7 @@ class AnnotationClient:
             else:
                 if response.status_code < 400:
                     content = response.text if raw else (response.json() if response.content else None)
-                    return parse.model_validate(content) if isinstance(parse, type) else parse(content)  # type: ignore[attr-defined]
+                    return parse(content)
                 error = http_error(response)
             if not error.retryable or attempt == self.retry.attempts - 1:
                 raise error

@@ -25,14 +25,16 @@ import math
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeGuard, TypeVar, cast
 
 from pydantic import BaseModel
 
+from arbiter.clients import operations as ops
 from arbiter.clients import protocol as wire
 from arbiter.clients.errors import RewardServerError
+from arbiter.clients.operations import Operation
 from arbiter.clients.retry import Retry
-from arbiter.clients.transport import Method, Transport, open_transport
+from arbiter.clients.transport import Transport, open_transport
 
 log = logging.getLogger("arbiter.client")
 T = TypeVar("T")
@@ -41,7 +43,7 @@ PromptLike = str | Sequence[Mapping[str, str]] | Sequence[wire.ChatMessage]
 OnFailure = Literal["raise", "nan"]
 
 
-def is_single_prompt(value: object) -> bool:
+def is_single_prompt(value: object) -> TypeGuard[PromptLike]:
     """A string, or a conversation (a list of role/content messages), as opposed to a list of prompts."""
     if isinstance(value, str):
         return True
@@ -54,14 +56,14 @@ def is_single_prompt(value: object) -> bool:
 def as_prompt(value: PromptLike) -> wire.Prompt:
     if isinstance(value, str):
         return value
-    return [m if isinstance(m, wire.ChatMessage) else wire.ChatMessage(**m) for m in value]  # type: ignore[arg-type]
+    return [m if isinstance(m, wire.ChatMessage) else wire.ChatMessage(**m) for m in value]
 
 
 def per_item(prompts: PromptLike | Sequence[PromptLike], count: int) -> list[wire.Prompt]:
     """One prompt for every response, or the prompt given once for all of them."""
     if is_single_prompt(prompts):
-        return [as_prompt(prompts)] * count  # type: ignore[arg-type]
-    listed = list(prompts)  # type: ignore[arg-type]
+        return [as_prompt(prompts)] * count
+    listed = list(cast("Sequence[PromptLike]", prompts))  # not one prompt, so one per response
     if len(listed) != count:
         raise ValueError(f"{len(listed)} prompts for {count} responses")
     return [as_prompt(p) for p in listed]
@@ -123,7 +125,7 @@ class AsyncRewardClient:
                 model=model or self.model, items=items[part.start : part.stop], normalize=normalize, sigmoid=sigmoid
             )
 
-        parts = await self._chunked("score", request, len(items), wire.ScoreResponse)
+        parts = await self._chunked(ops.SCORE, request, len(items), wire.ScoreResponse)
         return merge_scores(parts, normalize)
 
     async def compare(
@@ -147,7 +149,7 @@ class AsyncRewardClient:
 
         # A pair is two sequences on the server: halve the chunk so a chunk means the same work everywhere.
         half = max(1, self.chunk_size // 2)
-        parts = await self._chunked("compare", request, len(pairs), wire.CompareResponse, half)
+        parts = await self._chunked(ops.COMPARE, request, len(pairs), wire.CompareResponse, half)
         return merge_comparisons(parts)
 
     async def rank(
@@ -155,10 +157,10 @@ class AsyncRewardClient:
     ) -> wire.RankResponse:
         """The responses' scores and their order, best first. One request: a ranking is not split."""
         request = wire.RankRequest(model=model or self.model, prompt=as_prompt(prompt), responses=list(responses))
-        return await self._with_retries(lambda: self._call("rank", request, wire.RankResponse))
+        return await self._with_retries(lambda: self._call(ops.RANK, request, wire.RankResponse))
 
     async def models(self) -> list[wire.ModelInfo]:
-        listed = await self._with_retries(lambda: self._call("models", None, wire.ModelList))
+        listed = await self._with_retries(lambda: self._call(ops.MODELS, None, wire.ModelList))
         return listed.models
 
     async def reward(
@@ -188,14 +190,14 @@ class AsyncRewardClient:
             for i, (p, r) in enumerate(zip(per_item(prompts, count), responses, strict=True))
         ]
         request = wire.RewardRequest(spec=spec, items=items)
-        return await self._with_retries(lambda: self._call("reward", request, wire.RewardResponse))
+        return await self._with_retries(lambda: self._call(ops.REWARD, request, wire.RewardResponse))
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
-    async def _call(self, method: Method, request: BaseModel | None, response_type: type[M]) -> M:
+    async def _call(self, operation: Operation, request: BaseModel | None, response_type: type[M]) -> M:
         if self._transport is None:  # made on first use, inside the loop that will drive it (grpc.aio needs that)
             self._transport = open_transport(self.url, self._headers, max_connections=self.max_concurrency * 2)
-        return await self._transport.call(method, request, response_type, self.timeout)
+        return await self._transport.call(operation, request, response_type, self.timeout)
 
     async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
         for n in range(self.retry.attempts):
@@ -211,7 +213,7 @@ class AsyncRewardClient:
 
     async def _chunked(
         self,
-        method: Method,
+        operation: Operation,
         request: Callable[[range], BaseModel],
         count: int,
         response_type: type[M],
@@ -225,7 +227,7 @@ class AsyncRewardClient:
         async def one(part: range) -> M | range:
             async with limit:
                 try:
-                    return await self._with_retries(lambda: self._call(method, request(part), response_type))
+                    return await self._with_retries(lambda: self._call(operation, request(part), response_type))
                 except RewardServerError:
                     if self.on_failure == "nan":
                         return part

@@ -6,7 +6,7 @@ the same model the HTTP face receives, so both faces accept and refuse exactly t
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -16,6 +16,7 @@ from arbiter.clients import protocol as wire
 from arbiter.clients.v1 import reward_pb2 as pb
 
 M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P", bound=Message)
 
 MESSAGES: dict[type[BaseModel], type[Message]] = {
     wire.ScoreRequest: pb.ScoreRequest,
@@ -54,14 +55,27 @@ def _walk(value: Any, convert: Any) -> Any:
     return value
 
 
-def to_proto(model: BaseModel) -> Message:
+@overload
+def to_proto(model: BaseModel) -> Message: ...
+
+
+@overload
+def to_proto(model: BaseModel, message_type: type[P]) -> P: ...
+
+
+def to_proto(model: BaseModel, message_type: type[Message] | None = None) -> Message:
+    """The model's gRPC message, of the type MESSAGES gives; a caller that names the type gets it typed as such
+    (and a TypeError where the table says otherwise)."""
+    expected = MESSAGES[type(model)]
+    if message_type is not None and message_type is not expected:
+        raise TypeError(f"{type(model).__name__} travels as {expected.__name__}, not {message_type.__name__}")
     if isinstance(model, wire.CompareRequest):  # the single-pair form travels as a one-pair list
         model = wire.CompareRequest(model=model.model, pairs=model.all_pairs())
     data = _walk(model.model_dump(exclude_none=True), _prompt_to_proto)
     if isinstance(model, wire.RewardResponse):
         for field in VALUE_MAPS:
             data[field] = {k: {"values": v} for k, v in data[field].items()}
-    return json_format.ParseDict(data, MESSAGES[type(model)]())
+    return json_format.ParseDict(data, expected())
 
 
 def from_proto(message: Message, model_type: type[M]) -> M:

@@ -28,9 +28,11 @@ class ChatMessage(Wire):
 
 
 Prompt = Text | list[ChatMessage]
+# A prompt as rendering and the judge take it: the text, or the messages as plain dicts.
+PlainPrompt = str | list[dict[str, str]]
 
 
-def plain_prompt(value: Prompt) -> str | list[dict[str, str]]:
+def plain_prompt(value: Prompt) -> PlainPrompt:
     """A wire prompt as rendering takes it: the text, or the messages as plain dicts."""
     return value if isinstance(value, str) else [m.model_dump() for m in value]
 
@@ -85,7 +87,7 @@ class CompareRequest(Wire):
     def all_pairs(self) -> list[ComparePair]:
         if self.pairs is not None:
             return self.pairs
-        return [ComparePair(prompt=self.prompt, response_a=self.response_a, response_b=self.response_b)]  # type: ignore[arg-type]
+        return [ComparePair(prompt=self.prompt, response_a=self.response_a, response_b=self.response_b)]
 
 
 class Comparison(Wire):

@@ -7,7 +7,7 @@ server's `arbiter-error` trailer names it), so the client's retry logic does not
 from __future__ import annotations
 
 import json
-from typing import ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,9 +15,12 @@ from pydantic import BaseModel
 
 from arbiter.clients import protocol as wire
 from arbiter.clients.errors import RewardServerError
+from arbiter.clients.operations import Operation
+
+if TYPE_CHECKING:  # grpc is imported when a gRPC transport is opened: an HTTP-only client runs without it
+    import grpc
 
 M = TypeVar("M", bound=BaseModel)
-Method = Literal["score", "compare", "rank", "models", "reward"]
 
 # gRPC status -> the HTTP status of the same meaning, for answers without the server's trailer (gRPC's own failures).
 GRPC_TO_HTTP = {
@@ -35,29 +38,25 @@ GRPC_TO_HTTP = {
 
 
 class Transport(Protocol):
-    async def call(self, method: Method, request: BaseModel | None, response_type: type[M], timeout: float) -> M: ...
+    """Sends one operation of the table (clients/operations.py) the way its face declares it."""
+
+    async def call(
+        self, operation: Operation, request: BaseModel | None, response_type: type[M], timeout: float
+    ) -> M: ...
 
     async def aclose(self) -> None: ...
 
 
 class HttpTransport:
-    ROUTES: ClassVar[dict[str, tuple[str, str]]] = {
-        "score": ("POST", "/v1/score"),
-        "compare": ("POST", "/v1/compare"),
-        "rank": ("POST", "/v1/rank"),
-        "models": ("GET", "/v1/models"),
-        "reward": ("POST", "/v1/reward"),
-    }
-
     def __init__(self, url: str, headers: dict[str, str] | None = None, max_connections: int = 64) -> None:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.AsyncClient(base_url=url, headers=headers, limits=limits)
 
-    async def call(self, method: Method, request: BaseModel | None, response_type: type[M], timeout: float) -> M:
-        verb, path = self.ROUTES[method]
+    async def call(self, operation: Operation, request: BaseModel | None, response_type: type[M], timeout: float) -> M:
+        assert operation.method is not None, f"{operation.name} has no HTTP route"
         body = request.model_dump(exclude_none=True) if request is not None else None
         try:
-            response = await self._http.request(verb, path, json=body, timeout=timeout)
+            response = await self._http.request(operation.method, operation.url(), json=body, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise RewardServerError(None, "deadline_exceeded", f"no answer in {timeout} s ({exc!r})") from exc
         except httpx.TransportError as exc:
@@ -88,17 +87,21 @@ class GrpcTransport:
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
         self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
 
-    async def call(self, method: Method, request: BaseModel | None, response_type: type[M], timeout: float) -> M:
+    async def call(self, operation: Operation, request: BaseModel | None, response_type: type[M], timeout: float) -> M:
         import grpc
+        from google.protobuf import message_factory
 
         from arbiter.clients import grpc_codec
         from arbiter.clients.v1 import reward_pb2 as pb
 
-        if method == "models":
-            rpc, message = self._stub.ListModels, pb.ListModelsRequest()
+        assert operation.rpc is not None, f"{operation.name} has no RPC"
+        name = operation.rpc.rsplit("/", 1)[1]
+        rpc = getattr(self._stub, name)
+        if request is None:  # an RPC without arguments still sends its (empty) request message
+            described = pb.DESCRIPTOR.services_by_name["RewardService"].methods_by_name[name].input_type
+            message = message_factory.GetMessageClass(described)()
         else:
-            rpc = getattr(self._stub, method.capitalize())
-            message = grpc_codec.to_proto(request)  # type: ignore[arg-type]
+            message = grpc_codec.to_proto(request)
         try:
             answer = await rpc(message, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
@@ -125,10 +128,10 @@ def http_error(response: httpx.Response) -> RewardServerError:
     return RewardServerError(response.status_code, code, message, details, wait, request_id)
 
 
-def grpc_error(exc: object) -> RewardServerError:
+def grpc_error(exc: grpc.aio.AioRpcError) -> RewardServerError:
     """An AioRpcError as RewardServerError: the server's JSON error from the trailing metadata when present."""
-    status = exc.code().name  # type: ignore[attr-defined]
-    trailing = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+    status = exc.code().name
+    trailing = {str(k): str(v) for k, v in exc.trailing_metadata() or ()}
     retry_after = float(trailing["retry-after"]) if "retry-after" in trailing else None
     http_status = GRPC_TO_HTTP.get(status, 500)
     if "arbiter-error" in trailing:
@@ -138,7 +141,7 @@ def grpc_error(exc: object) -> RewardServerError:
         http_status = error.status or http_status
     else:  # gRPC's own failures: connection refused, deadline, message too large, ...
         code = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "deadline_exceeded"}.get(status, status.lower())
-        message, details, request_id = exc.details() or status, None, None  # type: ignore[attr-defined]
+        message, details, request_id = exc.details() or status, None, None
     return RewardServerError(http_status, code, message, details, retry_after, request_id)
 
 

@@ -37,8 +37,8 @@ def parse_row(row: Mapping[str, object], source: str) -> PreferenceGroup:
     row = {k: _maybe_json(v) for k, v in row.items()}
     subset = row.get("subset")
     subset = str(subset) if subset is not None else None
-    if isinstance(row.get("dataset"), str):  # rows written by Arbiter keep the name of their first source
-        source = row["dataset"]
+    if isinstance(dataset := row.get("dataset"), str):  # rows written by Arbiter keep the name of their first source
+        source = dataset
     if row.get("responses") is not None or row.get("ranking") is not None:
         return _ranking(row, source, subset)
     if row.get("chosen") is None or row.get("rejected") is None:

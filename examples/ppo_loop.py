@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from arbiter.clients import RewardClient
 from arbiter.clients.shaping import AdaptiveKLController, FixedKLController, kl_shaped_rewards, whiten
-from arbiter.training.backbones import SMOLLM2, resolve
+from arbiter.weights import SMOLLM2, resolve
 
 PROMPTS = [
     "Give me one tip for sleeping better.",

@@ -28,8 +28,8 @@ from arbiter.clients.protocol import (
     JudgeItem,
     JudgeRequest,
     JudgeResponse,
+    PlainPrompt,
     PrincipleVerdict,
-    Prompt,
     Verdict,
     plain_prompt,
 )
@@ -203,12 +203,14 @@ class Judge:
     # -- absolute ----------------------------------------------------------------------------------------------
 
     async def _absolute(
-        self, constitution: Constitution, principle: Principle, prompt: Prompt, response: str, rationale: bool
+        self, constitution: Constitution, principle: Principle, prompt: PlainPrompt, response: str, rationale: bool
     ) -> Scored:
         key = self._key(constitution, principle, mode="absolute", rationale=rationale, prompt=prompt, response=response)
         return await self._cached(key, lambda: self._absolute_uncached(principle, prompt, response, rationale))
 
-    async def _absolute_uncached(self, principle: Principle, prompt: Prompt, response: str, rationale: bool) -> Scored:
+    async def _absolute_uncached(
+        self, principle: Principle, prompt: PlainPrompt, response: str, rationale: bool
+    ) -> Scored:
         messages = prompts.absolute(principle, prompt, response, rationale)
         levels, options = principle.levels, [str(level) for level in principle.levels]
         used = [0, 0]
@@ -261,12 +263,12 @@ class Judge:
     # -- pairwise ----------------------------------------------------------------------------------------------
 
     async def _pairwise(
-        self, constitution: Constitution, principle: Principle, prompt: Prompt, a: str, b: str, cot: bool
+        self, constitution: Constitution, principle: Principle, prompt: PlainPrompt, a: str, b: str, cot: bool
     ) -> Scored:
         key = self._key(constitution, principle, mode="pairwise", cot=cot, prompt=prompt, a=a, b=b)
         return await self._cached(key, lambda: self._pairwise_uncached(principle, prompt, a, b, cot))
 
-    async def _pairwise_uncached(self, principle: Principle, prompt: Prompt, a: str, b: str, cot: bool) -> Scored:
+    async def _pairwise_uncached(self, principle: Principle, prompt: PlainPrompt, a: str, b: str, cot: bool) -> Scored:
         (p_ab, used_ab, why), (p_ba, used_ba, _) = await asyncio.gather(
             self._prob_first(principle, prompt, a, b, cot), self._prob_first(principle, prompt, b, a, cot)
         )
@@ -283,7 +285,7 @@ class Judge:
         return Scored(verdict, used_ab[0] + used_ba[0], used_ab[1] + used_ba[1])
 
     async def _prob_first(
-        self, principle: Principle, prompt: Prompt, first: str, second: str, cot: bool
+        self, principle: Principle, prompt: PlainPrompt, first: str, second: str, cot: bool
     ) -> tuple[tuple[float, bool], list[int], str | None]:
         """P(the response shown first is better), whether it came from log-probs, tokens used, reasoning."""
         messages = prompts.pairwise(principle, prompt, first, second, cot)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 from pydantic import ValidationError
 
@@ -124,7 +125,8 @@ def _unlabeled_rows(spec: SourceSpec, skipped: Counter[str]) -> list[UnlabeledPa
             skipped["identical_responses"] += 1
             continue
         dataset = row.get("dataset")
-        pairs.append(UnlabeledPair(row["prompt"], a, b, dataset if isinstance(dataset, str) else spec.label))
+        prompt = cast(Prompt, row["prompt"])  # JudgeItem has just validated it as a prompt; kept as the row has it
+        pairs.append(UnlabeledPair(prompt, a, b, dataset if isinstance(dataset, str) else spec.label))
     return pairs
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 
-from arbiter.clients.protocol import Prompt
+from arbiter.clients.protocol import PlainPrompt
 from arbiter.judge.constitution import Principle
 
 SYSTEM = "You are a careful, impartial evaluator of AI assistant responses. Follow the instructions exactly."
@@ -24,10 +24,10 @@ COT_ANSWER_PREFIX = "Therefore, the better response is ("
 TAG_CHARS = 8
 
 
-def conversation(prompt: Prompt) -> str:
+def conversation(prompt: PlainPrompt) -> str:
     if isinstance(prompt, str):
         return f"User: {prompt}"
-    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)  # type: ignore[index]
+    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
 
 
 def fresh_tag(texts: list[str]) -> str:
@@ -52,7 +52,7 @@ def data_notice(tag: str) -> str:
     )
 
 
-def absolute(principle: Principle, prompt: Prompt, response: str, rationale: bool) -> list[dict[str, str]]:
+def absolute(principle: Principle, prompt: PlainPrompt, response: str, rationale: bool) -> list[dict[str, str]]:
     levels = principle.levels
     rubric = "\n".join(f"{level}: {text}" for level, text in principle.rubric.items())
     exchange = conversation(prompt)
@@ -75,7 +75,7 @@ def absolute(principle: Principle, prompt: Prompt, response: str, rationale: boo
 
 
 def pairwise(
-    principle: Principle, prompt: Prompt, first: str, second: str, chain_of_thought: bool
+    principle: Principle, prompt: PlainPrompt, first: str, second: str, chain_of_thought: bool
 ) -> list[dict[str, str]]:
     exchange = conversation(prompt)
     tag = fresh_tag([exchange, first, second])

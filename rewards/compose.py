@@ -108,7 +108,7 @@ def compose(
         if isinstance(c, ModelComponent | JudgeComponent):
             values = fetched[c.name]
             leaves[c.name] = values
-            stats = normalization.get(c.model) if isinstance(c, ModelComponent) else None
+            stats = normalization.get(c.model) if isinstance(c, ModelComponent) and c.model is not None else None
         elif isinstance(c, RuleComponent):
             values = words if c.unit == "words" else np.fromiter((len(i.response) for i in items), np.float64, n)
             leaves[c.name] = values

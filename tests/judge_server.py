@@ -32,7 +32,7 @@ class OpenAIServer:
 def transformers_serve(log_dir: Path, model: str | None = None, timeout: float = 120) -> Iterator[OpenAIServer]:
     """`transformers serve` pinned to `model` (a local folder; SmolLM2-135M-Instruct when None) on a free port."""
     if model is None:
-        from arbiter.training.backbones import SMOLLM2, resolve
+        from arbiter.weights import SMOLLM2, resolve
 
         model = resolve(SMOLLM2)  # a local folder: the first call converts the packaged GGUF (about 30 s)
     port = free_port()

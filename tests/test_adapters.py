@@ -39,7 +39,7 @@ def test_trl_grpo_trainer_trains_on_arbiter_rewards(server, reference, tmp_path)
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from arbiter.training.backbones import SMOLLM2, resolve
+    from arbiter.weights import SMOLLM2, resolve
 
     tokenizer = AutoTokenizer.from_pretrained(resolve(SMOLLM2))
     config = LlamaConfig(

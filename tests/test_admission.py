@@ -39,7 +39,7 @@ def small(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     flags = ["--bundles", f"rm={bundle_dir}", "--max-items", "4", "--max-request-tokens", "150"]
     flags += ["--judge-max-chars", "2000", "--annotation-db", db]
     with running_server(tmp, *flags) as server:
-        server.db = db  # type: ignore[attr-defined]
+        server.db = db  # type: ignore[attr-defined]  # this fixture adds the store URL to its RunningServer
         yield server
 
 
@@ -127,7 +127,7 @@ def test_text_fields_are_capped_in_the_wire_models(small: RunningServer):
 def test_annotation_statistics_fit_inside_the_limits(small: RunningServer):
     """More preferred pairs than a request may carry (10 against --max-items 4, and 150 tokens): the statistics
     score them in requests that fit, instead of failing with 413."""
-    lead = add_annotator(small.db, "lead", "lead")  # type: ignore[attr-defined]
+    lead = add_annotator(small.db, "lead", "lead")  # type: ignore[attr-defined]  # set by the `small` fixture
     headers = {"Authorization": f"Bearer {lead}"}
     annotator = httpx.post(small.url + "/v1/annotation/annotators", headers=headers, json={"name": "ann"}).json()
     tasks = [

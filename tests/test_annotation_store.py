@@ -32,11 +32,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def open_store(url: str, **policy: object) -> AnnotationStore:
-    return AnnotationStore.open(url, StorePolicy(**policy))  # type: ignore[arg-type]
+    return AnnotationStore.open(url, StorePolicy(**policy))  # type: ignore[arg-type]  # StorePolicy fields, untyped here
 
 
 def person(store: AnnotationStore, name: str, role: str = "annotator") -> Caller:
-    return store.authenticate(store.add_annotator(name, role).key)  # type: ignore[arg-type]
+    return store.authenticate(store.add_annotator(name, role).key)  # type: ignore[arg-type]  # str for a Role
 
 
 def pairs(n: int, annotators: int = 1, prefix: str = "p") -> TaskBatch:

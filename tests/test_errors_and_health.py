@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from arbiter.bundle.checksums import sha256_file
 from arbiter.clients import Retry, RewardClient, RewardServerError
+from arbiter.clients.protocol import ErrorBody
 from arbiter.clients.v1 import reward_pb2 as pb
 from arbiter.clients.v1 import reward_pb2_grpc
 from arbiter.service import logs
@@ -85,6 +86,7 @@ def test_every_error_body_has_the_request_id_and_the_status(strict):
     }
     for name, answer in answers.items():
         error = answer.json()["error"]
+        assert ErrorBody.model_validate(answer.json()).error.code == error["code"], name  # the wire's schema holds
         assert answer.headers["x-request-id"] == error["request_id"] == f"{name}-1", name
         assert error["status"] == answer.status_code, name
     assert [a.status_code for a in answers.values()] == [413, 422, 404, 415, 413]
@@ -95,7 +97,7 @@ def test_every_error_body_has_the_request_id_and_the_status(strict):
             pb.ScoreRequest(items=items), metadata=(("x-request-id", "grpc-1"),)
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    trailer = json.loads(dict(raised.value.trailing_metadata())["arbiter-error"])["error"]
+    trailer = ErrorBody.model_validate_json(dict(raised.value.trailing_metadata())["arbiter-error"]).error.model_dump()
     assert (trailer["code"], trailer["status"], trailer["request_id"]) == ("too_large", 413, "grpc-1")
 
 

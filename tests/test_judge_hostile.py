@@ -211,7 +211,7 @@ def local_backend():
 def local(backend: JudgeBackend, logprobs: bool = True) -> tuple[Judge, Recording]:
     recording = Recording(backend, logprobs)
     # Short reasoning: the structure is the same at any length, and these CPUs are slow.
-    return Judge(recording, ConstitutionLibrary(), max_reasoning_tokens=24), recording  # type: ignore[arg-type]
+    return Judge(recording, ConstitutionLibrary(), max_reasoning_tokens=24), recording  # type: ignore[arg-type]  # Recording is a duck-typed backend
 
 
 def final_line(reply: str) -> str:

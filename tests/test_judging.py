@@ -95,7 +95,7 @@ def pair_request(**options: object) -> JudgeRequest:
 
 
 def judge(backend: object, cache: VerdictCache | None = None) -> Judge:
-    return Judge(backend, ConstitutionLibrary(), cache)  # type: ignore[arg-type]
+    return Judge(backend, ConstitutionLibrary(), cache)  # type: ignore[arg-type]  # the fakes are duck-typed backends
 
 
 # -- constitutions --------------------------------------------------------------------------------------------

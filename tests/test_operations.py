@@ -40,7 +40,7 @@ reward:
 """
 
 
-def _app(tmp_path: Path, **settings: object):
+def _app(**settings: object):
     runtime = Runtime(ServerSettings(bundles=[], annotation_db=None, judge_backend="off", **settings))
     return create_app(runtime.settings, runtime)
 
@@ -56,8 +56,8 @@ def _routes(routes: list) -> Iterator[tuple[str, str]]:
             yield from ((m, route.path) for m in route.methods if m != "HEAD")
 
 
-def test_every_route_and_rpc_is_declared_with_a_scope_and_limits(tmp_path: Path):
-    app = _app(tmp_path)
+def test_every_route_and_rpc_is_declared_with_a_scope_and_limits():
+    app = _app()
     exposed = set(_routes(app.routes))
     for path, methods in app.openapi()["paths"].items():
         exposed |= {(method.upper(), path) for method in methods}
@@ -79,7 +79,7 @@ def test_every_route_and_rpc_is_declared_with_a_scope_and_limits(tmp_path: Path)
 
 def test_an_undeclared_route_is_refused_with_auth_on(tmp_path: Path):
     keys = key_file(tmp_path / "keys.yaml", admin=["score", "judge", "annotate", "admin"])
-    app = _app(tmp_path, auth="on", api_keys_file=str(tmp_path / "keys.yaml"))
+    app = _app(auth="on", api_keys_file=str(tmp_path / "keys.yaml"))
 
     @app.get("/v1/forgotten")
     async def forgotten() -> dict[str, str]:  # a route added without its entry in the table

@@ -11,8 +11,8 @@ from arbiter.bundle import load_bundle
 from arbiter.bundle.manifest import Rendering
 from arbiter.bundle.render import Encoded, InputBuilder, TemplateRenderer, render_plain
 from arbiter.errors import InvalidInput
-from arbiter.training.backbones import resolve
 from arbiter.training.model import load_tokenizer, rendering_for
+from arbiter.weights import resolve
 
 CONVERSATION = [
     {"role": "user", "content": "Hi"},

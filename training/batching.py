@@ -30,7 +30,14 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         p = self.pairs
-        moved = PairIndex(*(t.to(device) for t in (p.winner, p.loser, p.margin, p.strength, p.group)), p.groups)
+        moved = PairIndex(
+            p.winner.to(device),
+            p.loser.to(device),
+            p.margin.to(device),
+            p.strength.to(device),
+            p.group.to(device),
+            p.groups,
+        )
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), moved)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, PreTrainedTokenizerBase
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from arbiter.bundle.manifest import ModelSpec
 from arbiter.training.model import RewardModel, load_tokenizer
@@ -17,9 +17,9 @@ SPEC_FILE = "model_spec.json"
 def save_checkpoint(model: RewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
-    if hasattr(backbone, "merge_and_unload"):  # LoRA: fold the adapters into the weights for export
-        backbone = backbone.merge_and_unload()
-    backbone.save_pretrained(folder / "backbone")
+    # LoRA (peft's PeftModel around the transformers model): fold the adapters into the weights for export.
+    plain = backbone if isinstance(backbone, PreTrainedModel) else backbone.merge_and_unload()
+    plain.save_pretrained(folder / "backbone")
     tokenizer.save_pretrained(folder / "backbone")
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
     (folder / SPEC_FILE).write_text(model.spec.model_dump_json(indent=2))

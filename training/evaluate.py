@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -22,6 +23,47 @@ from arbiter.text_table import text_table
 
 Scorer = Callable[[Sequence[Prompt], Sequence[str]], np.ndarray]
 CALIBRATION_BINS = 10
+
+
+class ReliabilityBin(TypedDict):
+    """One confidence bin of the reliability table."""
+
+    low: float
+    high: float
+    confidence: float
+    accuracy: float
+    count: int
+
+
+class Accuracy(TypedDict):
+    """Accuracy of one source or subset."""
+
+    pairs: int
+    accuracy: float
+    mean_margin: float
+
+
+class LengthBias(TypedDict):
+    pairs_with_different_length: int
+    labels_prefer_longer: float
+    model_prefers_longer: float
+    score_length_spearman: float
+
+
+class _Metrics(TypedDict):
+    pairs: int
+    accuracy: float
+    mean_margin: float
+    ece: float
+    length_bias: LengthBias
+    reliability: list[ReliabilityBin]
+    by_source: dict[str, Accuracy]
+
+
+class Metrics(_Metrics, total=False):
+    """What `metrics` returns (and eval.json holds); by_subset only when some pair has a subset."""
+
+    by_subset: dict[str, Accuracy]
 
 
 @dataclass
@@ -65,13 +107,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
 
-def calibration(diff: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, list[dict[str, float]]]:
+def calibration(diff: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, list[ReliabilityBin]]:
     """ECE and the reliability table of confidence max(p, 1-p) against the share predicted right."""
     p = sigmoid(diff)
     confidence = np.maximum(p, 1 - p)
     correct = (diff > 0).astype(float)
     edges = np.linspace(0.5, 1.0, bins + 1)
-    table, ece = [], 0.0
+    table: list[ReliabilityBin] = []
+    ece = 0.0
     for i in range(bins):
         upper = confidence <= edges[i + 1] if i == bins - 1 else confidence < edges[i + 1]
         in_bin = (confidence >= edges[i]) & upper
@@ -98,7 +141,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rank(x), rank(y))[0, 1])
 
 
-def metrics(pairs: ScoredPairs) -> dict[str, object]:
+def metrics(pairs: ScoredPairs) -> Metrics:
     diff = pairs.chosen - pairs.rejected
     ece, reliability = calibration(diff)
     different = pairs.chosen_len != pairs.rejected_len
@@ -106,7 +149,7 @@ def metrics(pairs: ScoredPairs) -> dict[str, object]:
     model_prefers_longer = np.where(chosen_longer, diff > 0, diff < 0)
     lengths = np.concatenate([pairs.chosen_len, pairs.rejected_len]).astype(float)
     scores = np.concatenate([pairs.chosen, pairs.rejected])
-    result: dict[str, object] = {
+    result: Metrics = {
         "pairs": len(diff),
         "accuracy": float((diff > 0).mean()) if len(diff) else float("nan"),
         "mean_margin": float(diff.mean()) if len(diff) else float("nan"),
@@ -118,15 +161,15 @@ def metrics(pairs: ScoredPairs) -> dict[str, object]:
             "score_length_spearman": spearman(scores, lengths),
         },
         "reliability": reliability,
+        "by_source": _accuracy_by(pairs.source, diff),
     }
-    result["by_source"] = _accuracy_by(pairs.source, diff)
     subsets = [s for s in pairs.subset if s is not None]
     if subsets:
         result["by_subset"] = _accuracy_by([s or "-" for s in pairs.subset], diff)
     return result
 
 
-def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, dict[str, float]]:
+def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, Accuracy]:
     buckets: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         buckets[key].append(i)
@@ -140,10 +183,10 @@ def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, dict[str, float
     }
 
 
-def format_table(result: dict[str, object]) -> str:
+def format_table(result: Metrics) -> str:
     """The on-screen summary: one row per source, then the overall row and the bias figures."""
     rows = [("source", "pairs", "accuracy", "margin")]
-    for name, m in result["by_source"].items():  # type: ignore[union-attr]
+    for name, m in result["by_source"].items():
         rows.append((name, str(m["pairs"]), f"{m['accuracy']:.3f}", f"{m['mean_margin']:+.3f}"))
     rows.append(("ALL", str(result["pairs"]), f"{result['accuracy']:.3f}", f"{result['mean_margin']:+.3f}"))
     lines = [text_table(rows)]
@@ -159,7 +202,7 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
-def to_json(result: dict[str, object]) -> str:
+def to_json(result: Mapping[str, object]) -> str:
     """Strict JSON: a metric that is undefined (NaN) is written as null."""
 
     def clean(value: object) -> object:
@@ -174,6 +217,6 @@ def to_json(result: dict[str, object]) -> str:
     return json.dumps(clean(result), indent=2, allow_nan=False)
 
 
-def write_json(result: dict[str, object], path: Path) -> None:
+def write_json(result: Mapping[str, object], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_json(result))

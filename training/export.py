@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 import arbiter
 from arbiter.bundle.checksums import file_entry
@@ -80,7 +81,7 @@ def export_bundle(
 def _write_bundle(
     staging: Path,
     model: RewardModel,
-    tokenizer: object,
+    tokenizer: PreTrainedTokenizerBase,
     builder: InputBuilder,
     groups: list[PreferenceGroup],
     checkpoint: Path,
@@ -127,7 +128,7 @@ def _write_bundle(
         parity=parity,
         int8=int8_report,
         normalization=normalization,
-        eval_accuracy=float(result["accuracy"]),  # type: ignore[arg-type]
+        eval_accuracy=float(result["accuracy"]),
         training=training_info,
     )
     (staging / "README.md").write_text(model_card(manifest, result))

@@ -8,14 +8,18 @@ breaks under left padding. Decoders also get position ids from the mask, so left
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from arbiter import weights
 from arbiter.bundle.manifest import ModelSpec, Rendering
 from arbiter.bundle.render import InputBuilder
-from arbiter.training import backbones
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 ENCODER_TYPES = {
     "bert",
@@ -35,14 +39,22 @@ SELF_POSITIONED = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet",
 
 
 class RewardModel(nn.Module):
-    def __init__(self, backbone: nn.Module, spec: ModelSpec) -> None:
+    # Declared, so that they are not nn.Module.__getattr__'s Tensor | Module. The backbone is a transformers model,
+    # or peft's PeftModel around one once LoRA is on (train.py).
+    backbone: PreTrainedModel | PeftModel
+    head: nn.Linear
+    spec: ModelSpec
+    _mask_positions: bool
+
+    def __init__(self, backbone: PreTrainedModel, spec: ModelSpec) -> None:
         super().__init__()
         if getattr(backbone, "pooler", None) is not None:
             # BERT-style poolers feed no score here; unused weights would also break DDP's gradient check.
-            backbone.pooler = None
+            # (register_module: what `backbone.pooler = None` does for a submodule, and typed to take None.)
+            backbone.register_module("pooler", None)
         self.backbone = backbone
         self.spec = spec
-        hidden = backbone.config.hidden_size
+        hidden: int = backbone.config.hidden_size
         self.head = nn.Linear(hidden, 1)
         # Positions counted over real tokens make left padding harmless. RoBERTa-style models count them
         # from the input ids themselves (with an offset), so they are left alone.
@@ -107,13 +119,13 @@ def build_reward_model(
     padding_side: str = "auto",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
-    path = backbones.resolve(base_model)
+    path = weights.resolve(base_model)
     config = AutoConfig.from_pretrained(path)
     arch = detect_architecture(config) if architecture == "auto" else architecture
     tokenizer = load_tokenizer(path)
     backbone = AutoModel.from_pretrained(path, dtype=dtype)
     spec = ModelSpec(
-        base_model=backbones.canonical_name(base_model),
+        base_model=weights.canonical_name(base_model),
         architecture=arch,
         model_type=config.model_type,
         pooling="first_token" if arch == "encoder" else "last_token",

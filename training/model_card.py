@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from arbiter.bundle.manifest import Manifest
-from arbiter.training.evaluate import format_table
+from arbiter.training.evaluate import Metrics, format_table
 
 
-def model_card(manifest: Manifest, eval_result: dict[str, object]) -> str:
+def model_card(manifest: Manifest, eval_result: Metrics) -> str:
     spec = manifest.model
     int8 = manifest.int8
     if int8 is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from arbiter.training.evaluate import ScoredPairs
+from arbiter.training.evaluate import ReliabilityBin, ScoredPairs
 
 
 def training_curves(metrics_file: Path, out: Path) -> None:
@@ -33,7 +34,7 @@ def training_curves(metrics_file: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def reliability_diagram(reliability: list[dict[str, float]], ece: float, out: Path) -> None:
+def reliability_diagram(reliability: Sequence[ReliabilityBin], ece: float, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0.5, 1], [0.5, 1], color="grey", ls="--", label="perfect calibration")
     ax.plot([b["confidence"] for b in reliability], [b["accuracy"] for b in reliability], "o-", label="model")

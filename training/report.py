@@ -7,15 +7,15 @@ from pathlib import Path
 
 from arbiter.data.schema import PreferenceGroup
 from arbiter.training import plots
-from arbiter.training.evaluate import Scorer, format_table, metrics, score_pairs, write_json
+from arbiter.training.evaluate import Metrics, Scorer, format_table, metrics, score_pairs, write_json
 
 
-def evaluate_into(folder: Path, scorer: Scorer, groups: Sequence[PreferenceGroup]) -> dict[str, object]:
+def evaluate_into(folder: Path, scorer: Scorer, groups: Sequence[PreferenceGroup]) -> Metrics:
     """Score groups, print the table, and write eval.json and the two evaluation plots into folder."""
     pairs = score_pairs(groups, scorer)
     result = metrics(pairs)
     print(format_table(result), flush=True)
     write_json(result, folder / "eval.json")
-    plots.reliability_diagram(result["reliability"], result["ece"], folder / "reliability.png")  # type: ignore[arg-type]
+    plots.reliability_diagram(result["reliability"], result["ece"], folder / "reliability.png")
     plots.score_histograms(pairs, folder / "score_histograms.png")
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from arbiter.data.load import SourceReport, load_source
@@ -20,7 +21,7 @@ class LoadedData:
     def summary_table(self) -> str:
         reasons = sorted({r for rep in self.reports for r in rep.bad})
         header = ["source", "rows", "kept", "pairs", *reasons]
-        lines = [header]
+        lines: list[Sequence[object]] = [header]
         for rep in self.reports:
             lines.append([rep.source, rep.rows, rep.groups, rep.pairs, *(rep.bad.get(r, 0) for r in reasons)])
         lines.append(["split", "", f"train {len(self.train)}", f"eval {len(self.eval)}", *([""] * len(reasons))])

@@ -13,7 +13,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import torch
@@ -29,6 +29,10 @@ from arbiter.training.model import RewardModel, build_reward_model
 from arbiter.training.report import evaluate_into
 from arbiter.training.split import load_preferences
 from arbiter.training.torch_scorer import TorchScorer
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
 def train(config: TrainConfig) -> Path:
@@ -81,9 +85,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
     warmup = int(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total_steps, config))
-    trainable = model
-    if ctx.world > 1:
-        trainable = torch.nn.parallel.DistributedDataParallel(model)
+    # Under torchrun the steps run through DDP, which all-reduces the gradients; `model` stays the bare module.
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if ctx.world > 1 else None
+    engine: torch.nn.Module = model if ddp is None else ddp
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
     log = (run / "metrics.jsonl").open("w") if ctx.is_main else None
@@ -97,9 +101,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         for micro in range(config.grad_accum):
             batch = _collate(next(batches), spec, config).to(ctx.device)
             last = micro == config.grad_accum - 1
-            sync = contextlib.nullcontext() if last or ctx.world == 1 else trainable.no_sync()
+            sync = contextlib.nullcontext() if last or ddp is None else ddp.no_sync()
             with sync, _autocast(ctx.device, amp_dtype):
-                rewards = trainable(batch.input_ids, batch.attention_mask).float()
+                rewards = engine(batch.input_ids, batch.attention_mask).float()
                 loss = preference_loss(rewards, batch.pairs, config.center_coef)
             scaler.scale(loss / config.grad_accum).backward()
             loss_sum += loss.item() / config.grad_accum
@@ -186,7 +190,7 @@ def _log_eval(log: TextIO, step: int, loss: float, accuracy: float) -> None:
     log.write(json.dumps({"kind": "eval", "step": step, "loss": loss, "accuracy": accuracy}) + "\n")
 
 
-def _enable_checkpointing(backbone: torch.nn.Module) -> None:
+def _enable_checkpointing(backbone: PreTrainedModel | PeftModel) -> None:
     """Recompute activations in the backward pass; transformers renamed the switch in version 5."""
     if hasattr(backbone, "activation_checkpointing_enable"):
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -196,7 +200,8 @@ def _enable_checkpointing(backbone: torch.nn.Module) -> None:
 
 def _param_groups(model: RewardModel, config: TrainConfig) -> list[dict[str, object]]:
     """Weight decay on matrices only; the freshly initialized head may learn faster than the backbone."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.backbone.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)

@@ -8,7 +8,12 @@ from sqlalchemy import create_engine
 from arbiter.annotation.tables import Base
 
 config = context.config
-engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))
+engine = config.attributes.get("engine")
+if not engine:
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic was given neither an engine (attributes['engine']) nor sqlalchemy.url")
+    engine = create_engine(url)
 
 with engine.begin() as connection:
     # render_as_batch: SQLite alters a table by copying it, which Alembic's batch mode does.

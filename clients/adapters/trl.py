@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arbiter.clients.client import AsyncRewardClient, RewardClient
-from arbiter.clients.protocol import Prompt
+from arbiter.clients.protocol import PlainPrompt
 
 
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
@@ -29,14 +29,14 @@ def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
     return "".join(str(m.get("content") or "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
-def trl_items(prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[list[Prompt], list[str]]:
+def trl_items(prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[list[PlainPrompt], list[str]]:
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
-    as_prompts: list[Prompt] = [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts]
+    as_prompts: list[PlainPrompt] = [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts]
     return as_prompts, [completion_text(c) for c in completions]
 
 
-def prompt_groups(prompts: Sequence[Prompt]) -> list[str]:
+def prompt_groups(prompts: Sequence[PlainPrompt]) -> list[str]:
     """GRPO samples several completions per prompt: the prompt itself is the group a spec's group_norm uses."""
     return [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in prompts]
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arbiter.clients.client import RewardClient
-from arbiter.clients.protocol import Prompt
+from arbiter.clients.protocol import PlainPrompt
 
 _clients: dict[tuple[str, str | None], RewardClient] = {}
 _lock = threading.Lock()
@@ -39,7 +39,7 @@ def _client(url: str, model: str | None) -> RewardClient:
         return _clients[(url, model)]
 
 
-def prompt_of(extra_info: Mapping[str, Any] | None) -> Prompt:
+def prompt_of(extra_info: Mapping[str, Any] | None) -> PlainPrompt:
     info = extra_info or {}
     prompt = info.get("prompt", info.get("question", ""))
     return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]

@@ -40,12 +40,14 @@ class LocalBackend:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from arbiter.training.backbones import resolve
+            from arbiter.weights import resolve
 
             path = resolve(self.model)
             tokenizer = AutoTokenizer.from_pretrained(path)
             device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self._dtype)).to(device).eval()
+            # As a Module: transformers wraps PreTrainedModel.to with functools.wraps, which types it unbound.
+            model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self._dtype))
+            model = model.to(device).eval()
             self._loaded = (tokenizer, model)
         return self._loaded
 

