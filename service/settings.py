@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import yaml
 from pydantic import Field, SecretStr
@@ -11,6 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arbiter.annotation.location import DEFAULT_STORE_URL
 from arbiter.judge.settings import JudgeSettings
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+P = TypeVar("P", bound="DataclassInstance")
 
 
 class ServerSettings(JudgeSettings, BaseSettings):
@@ -90,6 +96,11 @@ class ServerSettings(JudgeSettings, BaseSettings):
     annotation_rm_pairs: int = Field(
         500, ge=0, description="latest human preferences scored by the reward model for the agreement statistic"
     )
+
+    def part(self, policy: type[P]) -> P:
+        """The small policy object a module takes (a dataclass whose fields are settings of the same names), so
+        that each module gets what it uses rather than the whole settings."""
+        return policy(**{f.name: getattr(self, f.name) for f in dataclasses.fields(policy)})
 
     def loggable(self) -> dict[str, object]:
         """The settings as the start-up log shows them: secrets masked, passwords out of URLs."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Literal
+
+from pydantic import SecretStr
 
 from arbiter.clients.operations import SCOPES, Operation, Scope
 from arbiter.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
 from arbiter.service.access.keys import ApiKey, KeyListError, digest, read_keys
 from arbiter.service.access.limits import RateLimiter
-from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.access")
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -41,25 +43,43 @@ class Principal:
 INTERNAL = Principal("internal", frozenset(SCOPES))
 
 
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may call and how often (settings of the same names)."""
+
+    auth: Literal["auto", "on", "off"]
+    host: str
+    api_keys_file: str | None
+    api_keys: SecretStr | None
+    admin_open: bool
+    rate_limit_rps: float
+    rate_limit_burst: int
+    redis_url: str | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.auth == "on" or (self.auth == "auto" and self.host not in LOOPBACK)
+
+
 class AccessControl:
-    def __init__(self, settings: ServerSettings) -> None:
-        self.settings = settings
-        self.enabled = settings.auth == "on" or (settings.auth == "auto" and settings.host not in LOOPBACK)
+    def __init__(self, policy: AccessPolicy) -> None:
+        self.policy = policy
+        self.enabled = policy.enabled
         self.keys: dict[str, ApiKey] = {}
         self.error: str | None = None  # a key list that could not be read at start: no key works, not ready
         try:
-            self.keys = read_keys(settings.api_keys_file, self._secret())
+            self.keys = read_keys(policy.api_keys_file, self._secret())
         except KeyListError as exc:
             self.error = str(exc)
             log.error("api keys not read; keyed routes answer 401", extra={"reason": self.error})
-        self.limiter = RateLimiter(settings.redis_url)
+        self.limiter = RateLimiter(policy.redis_url)
         if self.enabled and not self.keys:
             log.warning("auth is on and no API keys are configured: every keyed route answers 401")
 
     def reload(self) -> int:
         """Reads the key list again; a list that cannot be read keeps the keys in force (400)."""
         try:
-            self.keys = read_keys(self.settings.api_keys_file, self._secret())
+            self.keys = read_keys(self.policy.api_keys_file, self._secret())
         except KeyListError as exc:
             log.error("api keys not reloaded; the keys in force stay", extra={"reason": str(exc)})
             raise InvalidInput(f"api keys not reloaded: {exc}") from exc
@@ -68,7 +88,7 @@ class AccessControl:
         return len(self.keys)
 
     def _secret(self) -> str | None:
-        return self.settings.api_keys.get_secret_value() if self.settings.api_keys else None
+        return self.policy.api_keys.get_secret_value() if self.policy.api_keys else None
 
     def key(self, bearer: str | None) -> ApiKey | None:
         return self.keys.get(digest(bearer)) if bearer else None
@@ -81,9 +101,9 @@ class AccessControl:
         limited = operation if rate else replace(operation, limits=operation.limits - {"rate"})
         if operation.scope == "open":
             return Principal("anonymous", frozenset())
-        if not self.enabled and (operation.scope != "admin" or self.settings.admin_open):
+        if not self.enabled and (operation.scope != "admin" or self.policy.admin_open):
             await self._limit(limited, f"client:{client}", None)
-            return Principal("anonymous", frozenset(s for s in SCOPES if s != "admin" or self.settings.admin_open))
+            return Principal("anonymous", frozenset(s for s in SCOPES if s != "admin" or self.policy.admin_open))
         key = self.key(bearer)
         if key is None:
             # Unknown and missing keys share their address's bucket: a made-up key per request buys nothing.
@@ -111,10 +131,10 @@ class AccessControl:
         if "rate" not in operation.limits:
             return
         own = key.rate_limit if key is not None else None
-        rps = own.rps if own else self.settings.rate_limit_rps
+        rps = own.rps if own else self.policy.rate_limit_rps
         if not rps:
             return
-        capacity = own.capacity if own else float(self.settings.rate_limit_burst or max(1.0, 2 * rps))
+        capacity = own.capacity if own else float(self.policy.rate_limit_burst or max(1.0, 2 * rps))
         wait = await self.limiter.take(bucket, rps, capacity)
         if wait is not None:
             raise RateLimited(f"rate limit of {rps:g} requests/s reached; retry later", retry_after=wait)

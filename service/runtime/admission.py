@@ -14,20 +14,17 @@ from typing import TypeVar
 
 from arbiter.bundle.render import Encoded
 from arbiter.errors import TooLarge
-from arbiter.service.settings import ServerSettings
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Limits:
+    """The request limits (settings of the same names)."""
+
     max_items: int
     max_request_tokens: int
     judge_max_chars: int
-
-    @classmethod
-    def of(cls, settings: ServerSettings) -> Limits:
-        return cls(settings.max_items, settings.max_request_tokens, settings.judge_max_chars)
 
     def items(self, count: int, unit: str = "items") -> None:
         if count > self.max_items:

@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar, cast
 
@@ -34,19 +35,30 @@ from arbiter.clients.protocol import ComparePair
 from arbiter.errors import ArbiterError, NotFound, StoreUnavailable
 from arbiter.service.access.control import AccessControl
 from arbiter.service.runtime.scoring import ScoringService
-from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.annotation")
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class AnnotationPolicy:
+    """The preference store and its rules (settings of the same names)."""
+
+    annotation_db: str | None
+    annotation_migrate: bool
+    annotators_per_task: int
+    assignment_ttl_s: float
+    annotation_edit_window_s: float
+    annotation_rm_pairs: int
+
+
 class AnnotationService:
-    def __init__(self, settings: ServerSettings, scoring: ScoringService, access: AccessControl) -> None:
-        self.settings, self.scoring, self.access = settings, scoring, access
-        self.policy = StorePolicy(
-            annotators_per_task=settings.annotators_per_task,
-            assignment_ttl=timedelta(seconds=settings.assignment_ttl_s),
-            edit_window=timedelta(seconds=settings.annotation_edit_window_s),
+    def __init__(self, policy: AnnotationPolicy, scoring: ScoringService, access: AccessControl) -> None:
+        self.policy, self.scoring, self.access = policy, scoring, access
+        self.store_policy = StorePolicy(
+            annotators_per_task=policy.annotators_per_task,
+            assignment_ttl=timedelta(seconds=policy.assignment_ttl_s),
+            edit_window=timedelta(seconds=policy.annotation_edit_window_s),
         )
         self._store: AnnotationStore | None = None
         self._opening = threading.Lock()
@@ -54,13 +66,13 @@ class AnnotationService:
 
     def store(self) -> AnnotationStore:
         """The open store; opened (and migrated) on first use, again after a failed attempt."""
-        if not self.settings.annotation_db:
+        if not self.policy.annotation_db:
             raise NotFound("annotation is off on this server (annotation_db is empty)")
         with self._opening:
             if self._store is None:
                 try:
                     self._store = AnnotationStore.open(
-                        self.settings.annotation_db, self.policy, migrate=self.settings.annotation_migrate
+                        self.policy.annotation_db, self.store_policy, migrate=self.policy.annotation_migrate
                     )
                 except ArbiterError:
                     raise
@@ -127,12 +139,12 @@ class AnnotationService:
             return stats, list(export_rows(tasks, ExportFilter()))
 
         stats, rows = await self._call(work)
-        if self.scoring.registry.ready and self.settings.annotation_rm_pairs and rows:
+        if self.scoring.registry.ready and self.policy.annotation_rm_pairs and rows:
             stats.reward_model = await self._reward_model_agreement(rows, model)
         return stats
 
     async def _reward_model_agreement(self, rows: list[dict[str, object]], model: str | None) -> RewardModelAgreement:
-        pairs = list(_preferred_pairs(rows))[-self.settings.annotation_rm_pairs :]
+        pairs = list(_preferred_pairs(rows))[-self.policy.annotation_rm_pairs :]
         served = self.scoring.registry.get(model)
         # Scoring hundreds of pairs takes seconds on a CPU: the answer is kept until the model or the pairs change.
         key = (

@@ -19,9 +19,9 @@ from arbiter.clients.protocol import (
 from arbiter.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotReady
 from arbiter.judge.backends.base import BackendError, JudgeBackend
 from arbiter.judge.judging import Judge, JudgeParseError
+from arbiter.judge.settings import JudgeSettings
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.admission import Limits
-from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.judge")
 JUDGE_MODEL = "judge"
@@ -39,7 +39,7 @@ def require_judge(judging: JudgeService | None) -> JudgeService:
 
 
 class JudgeService:
-    def __init__(self, settings: ServerSettings, metrics: Metrics, limits: Limits) -> None:
+    def __init__(self, settings: JudgeSettings, metrics: Metrics, limits: Limits) -> None:
         self.settings, self.metrics, self.limits = settings, metrics, limits
         self.library = settings.open_library()  # ConstitutionError: a bad file
         self.backend: JudgeBackend | None = settings.open_backend()

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -18,7 +19,6 @@ from arbiter.clients.protocol import ModelInfo, Normalization
 from arbiter.errors import ModelNotFound, NotReady
 from arbiter.service.runtime.batcher import Batcher, BatchObserver
 from arbiter.service.runtime.health import Health
-from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.models")
 
@@ -31,13 +31,29 @@ class Runner(Protocol):
     def run(self, sequences: list[Sequence[int]]) -> np.ndarray: ...
 
 
-def open_model(path: Path, settings: ServerSettings) -> tuple[Manifest, Runner]:
-    if settings.backend == "torch":
+@dataclass(frozen=True)
+class ModelPolicy:
+    """Which bundles are served and how each runs: backend, file, threads, and its batching queue (settings of the
+    same names)."""
+
+    bundles: list[str]
+    default_model: str | None
+    backend: Literal["onnx", "torch"]
+    precision: Literal["fp32", "int8"]
+    threads: int
+    max_batch_tokens: int
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+
+
+def open_model(path: Path, policy: ModelPolicy) -> tuple[Manifest, Runner]:
+    if policy.backend == "torch":
         from arbiter.service.runtime.torch_backend import open_checkpoint
 
         return open_checkpoint(path)
     bundle = load_bundle(path)
-    return bundle.manifest, OnnxRewardModel.from_bundle(bundle, settings.precision, settings.threads)
+    return bundle.manifest, OnnxRewardModel.from_bundle(bundle, policy.precision, policy.threads)
 
 
 class ServedModel:
@@ -46,21 +62,21 @@ class ServedModel:
         name: str,
         manifest: Manifest,
         runner: Runner,
-        settings: ServerSettings,
+        policy: ModelPolicy,
         observer: BatchObserver,
     ) -> None:
         self.name, self.manifest, self.runner = name, manifest, runner
-        self.precision = settings.precision if settings.backend == "onnx" else "fp32-torch"
+        self.precision = policy.precision if policy.backend == "onnx" else "fp32-torch"
         try:  # the first run allocates; a model that cannot run is a bad bundle, found here rather than per request
             self.runner.run([self.runner.builder.encode("warm up", "ok").ids] * 2)
         except Exception as exc:
             raise BundleError(f"{name}: the model does not run ({type(exc).__name__}: {exc})") from exc
         self.batcher = Batcher(
             self.runner.run,
-            settings.max_batch_tokens,
-            settings.max_batch_size,
-            settings.max_wait_ms / 1000,
-            settings.max_queue,
+            policy.max_batch_tokens,
+            policy.max_batch_size,
+            policy.max_wait_ms / 1000,
+            policy.max_queue,
             observer,
             name,
         )
@@ -102,8 +118,8 @@ class ServedModel:
 class ModelRegistry:
     """Loads every configured bundle; the `models` component is ready only when all of them loaded."""
 
-    def __init__(self, settings: ServerSettings, observer: BatchObserver, health: Health) -> None:
-        self.settings, self.observer, self.health = settings, observer, health
+    def __init__(self, policy: ModelPolicy, observer: BatchObserver, health: Health) -> None:
+        self.policy, self.observer, self.health = policy, observer, health
         self.models: dict[str, ServedModel] = {}
         self.failures: dict[str, str] = {}  # by bundle (or default_model): why it is not served
         self.load_seconds: dict[str, float] = {}
@@ -122,14 +138,14 @@ class ModelRegistry:
             self.health.fail("models", reasons or "no bundle configured (--bundles)")
 
     def load_all(self) -> None:
-        for spec in self.settings.bundles:
+        for spec in self.policy.bundles:
             name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
             try:
                 self.open(path, name or None)
             except (BundleError, OSError, ValueError) as exc:
                 self.failures[name or path] = str(exc)
                 log.error("bundle not loaded; the server stays not ready", extra={"bundle": path, "reason": str(exc)})
-        wanted = self.settings.default_model
+        wanted = self.policy.default_model
         if wanted and wanted not in self.models:
             self.failures[wanted] = f"default_model {wanted!r} is not among the loaded models"
         self.default_name = wanted or next(iter(self.models), None)
@@ -140,9 +156,9 @@ class ModelRegistry:
         """Opens the bundle at `path` and serves it as `name` (default: its manifest's name); returns it and the
         model it replaced, which its caller closes once requests already holding it are done."""
         started = time.perf_counter()
-        manifest, runner = open_model(Path(path), self.settings)
+        manifest, runner = open_model(Path(path), self.policy)
         name = name or manifest.name
-        model = ServedModel(name, manifest, runner, self.settings, self.observer)
+        model = ServedModel(name, manifest, runner, self.policy, self.observer)
         replaced = self.models.get(name)
         self.models[name] = model
         self.failures.pop(name, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -34,22 +35,32 @@ from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.admission import Limits
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry
-from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.rewards")
+
+
+@dataclass(frozen=True)
+class SpecPolicy:
+    """Where reward specs come from and how they are watched (settings of the same names)."""
+
+    reward_specs: list[str]
+    default_reward_spec: str
+    reward_state_path: str | None
+    reward_window: int
+    reward_canary_interval_s: float
 
 
 class RewardPipelines:
     def __init__(
         self,
-        settings: ServerSettings,
+        policy: SpecPolicy,
         registry: ModelRegistry,
         judging: JudgeService | None,
         metrics: Metrics,
         limits: Limits,
     ) -> None:
-        self.settings, self.registry, self.judging, self.limits = settings, registry, judging, limits
-        path = Path(settings.reward_state_path) if settings.reward_state_path else None
+        self.policy, self.registry, self.judging, self.limits = policy, registry, judging, limits
+        path = Path(policy.reward_state_path) if policy.reward_state_path else None
         self.running = RunningStats(path)
         self.gauges = register_metrics(metrics.registry)
         self.library: SpecLibrary | None = None
@@ -67,10 +78,10 @@ class RewardPipelines:
 
     def _build(self) -> SpecLibrary:
         """A library whose every spec fits what this server serves; SpecError lists every problem."""
-        library = SpecLibrary([Path(p) for p in self.settings.reward_specs])
+        library = SpecLibrary([Path(p) for p in self.policy.reward_specs])
         # Resolved once here, not per request: a model component without a name is the server's default model.
         library.specs = {name: self._resolved(spec) for name, spec in library.specs.items()}
-        library.get(self.settings.default_reward_spec)  # a default named but missing is the operator's mistake
+        library.get(self.policy.default_reward_spec)  # a default named but missing is the operator's mistake
         served, normalization = set(self.registry.models), self._normalization()
         problems = []
         for name in library.names:
@@ -126,7 +137,7 @@ class RewardPipelines:
         assert self.library is not None
         for name in self.library.names:
             if name not in self.telemetry:
-                self.telemetry[name] = SpecTelemetry(name, self.settings.reward_window)
+                self.telemetry[name] = SpecTelemetry(name, self.policy.reward_window)
 
     # -- serving ---------------------------------------------------------------------------------------------
 
@@ -137,7 +148,7 @@ class RewardPipelines:
 
     def specs(self) -> RewardSpecList:
         library = self._library()
-        default = self.settings.default_reward_spec
+        default = self.policy.default_reward_spec
         return RewardSpecList(
             specs=[
                 RewardSpecInfo(
@@ -152,7 +163,7 @@ class RewardPipelines:
         )
 
     def spec(self, name: str | None) -> RewardSpec:
-        return self._library().get(name or self.settings.default_reward_spec)
+        return self._library().get(name or self.policy.default_reward_spec)
 
     async def reward(self, request: RewardRequest, caller: Principal) -> RewardResponse:
         self.limits.items(len(request.items))
@@ -249,7 +260,7 @@ class RewardPipelines:
                 return np.concatenate(parts)
 
             self._canaries.append(
-                asyncio.create_task(telemetry.canary.run_every(self.settings.reward_canary_interval_s, score))
+                asyncio.create_task(telemetry.canary.run_every(self.policy.reward_canary_interval_s, score))
             )
 
     def close(self) -> None:

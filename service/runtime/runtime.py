@@ -11,14 +11,14 @@ from arbiter.bundle import BundleError
 from arbiter.clients.protocol import LoadModelRequest, ModelList, RewardSpecList
 from arbiter.errors import ArbiterError, InvalidInput, NotFound
 from arbiter.judge.constitution import ConstitutionError
-from arbiter.service.access.control import AccessControl
+from arbiter.service.access.control import AccessControl, AccessPolicy
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.admission import Limits
-from arbiter.service.runtime.annotation import AnnotationService
+from arbiter.service.runtime.annotation import AnnotationPolicy, AnnotationService
 from arbiter.service.runtime.health import Health
 from arbiter.service.runtime.judging import JudgeService
-from arbiter.service.runtime.models import ModelRegistry, ServedModel
-from arbiter.service.runtime.pipelines import RewardPipelines, read_canaries
+from arbiter.service.runtime.models import ModelPolicy, ModelRegistry, ServedModel
+from arbiter.service.runtime.pipelines import RewardPipelines, SpecPolicy, read_canaries
 from arbiter.service.runtime.scoring import ScoringService
 from arbiter.service.settings import ServerSettings
 
@@ -31,8 +31,8 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.health = Health()
-        self.registry = ModelRegistry(settings, self.metrics, self.health)
-        limits = Limits.of(settings)
+        self.registry = ModelRegistry(settings.part(ModelPolicy), self.metrics, self.health)
+        limits = settings.part(Limits)
         self.judging: JudgeService | None = None
         try:
             self.judging = JudgeService(settings, self.metrics, limits)
@@ -43,13 +43,13 @@ class Runtime:
         else:
             self.health.ok("constitutions")
         self.scoring = ScoringService(limits, self.registry, self.metrics, self.judging)
-        self.pipelines = RewardPipelines(settings, self.registry, self.judging, self.metrics, limits)
-        self.access = AccessControl(settings)
+        self.pipelines = RewardPipelines(settings.part(SpecPolicy), self.registry, self.judging, self.metrics, limits)
+        self.access = AccessControl(settings.part(AccessPolicy))
         if self.access.error:
             self.health.fail("api_keys", self.access.error)
         else:
             self.health.ok("api_keys")
-        self.annotation = AnnotationService(settings, self.scoring, self.access)
+        self.annotation = AnnotationService(settings.part(AnnotationPolicy), self.scoring, self.access)
         self._on_readiness: list[Callable[[bool], object]] = []
         self._background: set[asyncio.Future[None]] = set()
         self.shutting_down = False
