@@ -19,6 +19,7 @@ COPY clients/ clients/
 COPY judge/ judge/
 COPY rewards/ rewards/
 COPY annotation/ annotation/
+COPY verifiers/ verifiers/
 RUN /opt/arbiter/bin/pip install ".[serve]"
 
 FROM ${BASE_IMAGE} AS serve

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, TypeGuard, TypeVar, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from arbiter.clients import operations as ops
 from arbiter.clients import protocol as wire
@@ -171,13 +171,18 @@ class AsyncRewardClient:
         spec: str | None = None,
         groups: Sequence[str | None] | None = None,
         unsafe: Sequence[bool | None] | None = None,
+        labels: Sequence[JsonValue] | None = None,
+        data_sources: Sequence[str | None] | None = None,
     ) -> wire.RewardResponse:
         """Rewards from a reward spec (the server's default spec when None), with each component's values.
 
         One request, never chunked: batch transforms (whitening, group normalization) must see the whole batch.
-        `groups` tags the responses to the same prompt (GRPO); `unsafe` flags prompts for the Llama 2 gate."""
+        `groups` tags the responses to the same prompt (GRPO); `unsafe` flags prompts for the Llama 2 gate;
+        `labels` are the references verifier components check against (a final answer, a list of them, HumanEval's
+        tests), and `data_sources` route items to the components meant for them."""
         count = len(responses)
-        for name, values in (("groups", groups), ("unsafe", unsafe)):
+        given = (("groups", groups), ("unsafe", unsafe), ("labels", labels), ("data_sources", data_sources))
+        for name, values in given:
             if values is not None and len(values) != count:
                 raise ValueError(f"{len(values)} {name} for {count} responses")
         items = [
@@ -186,6 +191,8 @@ class AsyncRewardClient:
                 response=r,
                 group=groups[i] if groups is not None else None,
                 unsafe=unsafe[i] if unsafe is not None else None,
+                label=labels[i] if labels is not None else None,
+                data_source=data_sources[i] if data_sources is not None else None,
             )
             for i, (p, r) in enumerate(zip(per_item(prompts, count), responses, strict=True))
         ]
@@ -355,8 +362,14 @@ class RewardClient:
         spec: str | None = None,
         groups: Sequence[str | None] | None = None,
         unsafe: Sequence[bool | None] | None = None,
+        labels: Sequence[JsonValue] | None = None,
+        data_sources: Sequence[str | None] | None = None,
     ) -> wire.RewardResponse:
-        return self._loop.run(self._client.reward(prompts, responses, spec=spec, groups=groups, unsafe=unsafe))
+        return self._loop.run(
+            self._client.reward(
+                prompts, responses, spec=spec, groups=groups, unsafe=unsafe, labels=labels, data_sources=data_sources
+            )
+        )
 
     def close(self) -> None:
         if self._loop.loop.is_closed():

@@ -75,6 +75,9 @@ def to_proto(model: BaseModel, message_type: type[Message] | None = None) -> Mes
     if isinstance(model, wire.RewardResponse):
         for field in VALUE_MAPS:
             data[field] = {k: {"values": v} for k, v in data[field].items()}
+        data["verifications"] = {k: {"items": v} for k, v in data["verifications"].items()}
+        if "failure_kind" in data:  # a repeated field holds no nulls: each item's failure is a message
+            data["failure_kind"] = [{} if kind is None else {"kind": kind} for kind in data["failure_kind"]]
     return json_format.ParseDict(data, expected())
 
 
@@ -97,6 +100,10 @@ def from_proto(message: Message, model_type: type[M]) -> M:
     if model_type is wire.RewardResponse:
         for field in VALUE_MAPS:
             data[field] = {k: v.get("values", []) for k, v in data.get(field, {}).items()}
+        data["verifications"] = {k: v.get("items", []) for k, v in data.get("verifications", {}).items()}
+        # Without verifier components the lists are absent on the JSON face; proto3 sends them empty.
+        data["mask"] = data.get("mask") or None
+        data["failure_kind"] = [f.get("kind") for f in data.get("failure_kind", [])] or None
     if model_type is wire.ModelList:
         for info in data.get("models", []):
             info.setdefault("eval_accuracy", None)

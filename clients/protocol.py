@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 # Every text a request carries is capped here, on both faces (gRPC requests are validated by these models too), so
 # a multi-megabyte string is refused before anything tokenizes it; names are short by nature.
@@ -264,11 +264,30 @@ class RewardItem(Wire):
     response: Text
     group: Name | None = Field(None, description="responses to the same prompt share a group (group_norm, GRPO)")
     unsafe: bool | None = Field(None, description="the prompt is flagged unsafe (the Llama 2 gating rule)")
+    label: JsonValue = Field(
+        None,
+        description="the reference verifiers check against: a final answer, a list of acceptable answers, or an "
+        'object such as HumanEval\'s {"test": ..., "entry_point": ...}',
+    )
+    data_source: Name | None = Field(
+        None, description="where the item comes from (gsm8k, humaneval, ...): verifier components may be routed by it"
+    )
 
 
 class RewardRequest(Wire):
     spec: Name | None = Field(None, description="reward spec name; the server's default when omitted")
     items: list[RewardItem] = Field(min_length=1)
+
+
+class Verification(Wire):
+    """One verifier's verdict on one item: why its score is what it is."""
+
+    status: Literal["ok", "wrong", "no_answer", "timeout", "error", "skipped"] = Field(
+        description="skipped: the component is routed to other data sources"
+    )
+    score: float
+    extracted: str | None = Field(None, description="the answer as the verifier read it")
+    detail: str | None = Field(None, description="why, for a failure")
 
 
 class RewardResponse(Wire):
@@ -277,6 +296,17 @@ class RewardResponse(Wire):
     rewards: list[float]
     components: dict[str, list[float]] = Field(description="every component's value per item, after its transforms")
     extras: dict[str, list[float]] = Field(default_factory=dict, description="e.g. ensemble std, safety gate used")
+    mask: list[bool] | None = Field(
+        None,
+        description="with verifier components: true where a verifier failed (timeout, error, or no answer) and "
+        "the spec masks such items; leave them out of the loss, their reward is not a judgement",
+    )
+    failure_kind: list[str | None] | None = Field(
+        None, description="per item: the first failing verifier component and its status (`correct: timeout`)"
+    )
+    verifications: dict[str, list[Verification]] = Field(
+        default_factory=dict, description="each verifier component's verdict per item"
+    )
 
 
 class RewardSpecInfo(Wire):

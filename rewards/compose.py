@@ -20,6 +20,7 @@ from arbiter.rewards.spec import (
     ModelComponent,
     RewardSpec,
     RuleComponent,
+    VerifierComponent,
     topological_order,
 )
 from arbiter.rewards.transforms import TransformContext, apply_transforms
@@ -31,6 +32,8 @@ class ItemContext:
     response: str
     group: str | None = None  # items sharing a group id are normalized together by group_norm
     unsafe: bool | None = None  # the prompt is flagged unsafe: llama2 components take the safety value
+    label: object = None  # the reference verifier components check the response against
+    data_source: str | None = None  # verifier components may be routed by it
 
 
 @dataclass
@@ -51,14 +54,14 @@ def running_key(spec: RewardSpec, component: str | None = None) -> str:
 
 
 def _check_raw(spec: RewardSpec, raw: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    fetched = [c.name for c in spec.components if isinstance(c, ModelComponent | JudgeComponent)]
+    fetched = [c.name for c in spec.components if isinstance(c, ModelComponent | JudgeComponent | VerifierComponent)]
     problems: list[str] = []
     missing = [name for name in fetched if name not in raw]
     if missing:
         problems.append(f"no scores for {missing}")
     unknown = sorted(set(raw) - set(fetched))
     if unknown:
-        problems.append(f"scores for {unknown}, which are not model or judge components of the spec")
+        problems.append(f"scores for {unknown}, which are not model, judge or verifier components of the spec")
     out: dict[str, np.ndarray] = {}
     for name in fetched:
         if name not in raw:
@@ -86,7 +89,8 @@ def compose(
     running: RunningStats,
     update: bool = True,
 ) -> RewardResult:
-    """One reward per item. `raw`: the model and judge leaves' scores keyed by component name, (n,) each, finite.
+    """One reward per item. `raw`: the model, judge and verifier leaves' scores keyed by component name, (n,) each,
+    finite.
     `normalization`: stored (mean, std) keyed by served model name, for `normalize`. `update=False` leaves the
     running statistics as they are (see transforms.running_norm). Raises ValueError on missing, misshapen or
     non-finite scores, and where group_norm meets an item without a group id."""
@@ -105,7 +109,7 @@ def compose(
     extras: dict[str, np.ndarray] = {}
     for c in topological_order(spec):
         stats = None
-        if isinstance(c, ModelComponent | JudgeComponent):
+        if isinstance(c, ModelComponent | JudgeComponent | VerifierComponent):
             values = fetched[c.name]
             leaves[c.name] = values
             stats = normalization.get(c.model) if isinstance(c, ModelComponent) and c.model is not None else None

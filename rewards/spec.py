@@ -1,8 +1,8 @@
 """Reward specs: named, versioned YAML files that turn several scores per item (reward models, an LLM judge,
 rules) into one reward per item. This module is the schema, its validation, and the library of specs on disk.
 
-A spec has components (leaf sources: `model`, `judge`, `rule`; derived ones: `ensemble`, `llama2`), a `reward`
-that is a weighted sum of some of them, and transforms on every component and on the total."""
+A spec has components (leaf sources: `model`, `judge`, `rule`, `verifier`; derived ones: `ensemble`, `llama2`), a
+`reward` that is a weighted sum of some of them, and transforms on every component and on the total."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from arbiter.errors import NotFound
+from arbiter.verifiers.registry import VERIFIERS, Rules, VerifierName
 
 BUILTIN = Path(__file__).resolve().parent / "specs"
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -167,6 +168,43 @@ class RuleComponent(_Component):
     unit: Literal["words", "chars"] = "words"
 
 
+class VerifierComponent(_Component):
+    """A verifier's score per item (verifiers/): 1 right, 0 wrong, or a share (f1), from the item's response and its
+    `label`, computed by the server in its verifier pool. `options` are the verifier's own rules (for `format`,
+    which format). Items whose `data_source` is not in `data_sources` (when given) are not verified: they get
+    `otherwise` and the status `skipped`. A failure (no answer found; a timeout or an error) gets `fallback` and, as
+    `on_no_answer` and `on_error` say, only that (`fallback`), that and the item's mask (`mask`), or fails the
+    request (`fail`)."""
+
+    kind: Literal["verifier"]
+    verifier: VerifierName
+    options: dict[str, Any] = Field(default_factory=dict)
+    data_sources: list[str] | None = Field(None, min_length=1)
+    otherwise: float = 0.0
+    on_no_answer: Literal["fallback", "mask", "fail"] = "fallback"
+    on_error: Literal["fallback", "mask", "fail"] = "mask"
+    fallback: float = 0.0
+
+    _rules: Rules | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def known_rules(self) -> VerifierComponent:
+        try:
+            self._rules = VERIFIERS[self.verifier].rules(self.options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(options)'}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"options of the {self.verifier} verifier: {problems}") from None
+        return self
+
+    @property
+    def rules(self) -> Rules:
+        assert self._rules is not None  # set by the validator
+        return self._rules
+
+    def routed(self, data_source: str | None) -> bool:
+        return self.data_sources is None or data_source in self.data_sources
+
+
 class EnsembleComponent(_Component):
     """mean - k * std over the members per item (population std, reported as the extra `<name>.std`)."""
 
@@ -196,9 +234,10 @@ class Llama2Component(_Component):
 
 
 ComponentSpec = Annotated[
-    ModelComponent | JudgeComponent | RuleComponent | EnsembleComponent | Llama2Component, Field(discriminator="kind")
+    ModelComponent | JudgeComponent | RuleComponent | VerifierComponent | EnsembleComponent | Llama2Component,
+    Field(discriminator="kind"),
 ]
-LEAF_KINDS = ("model", "judge", "rule")
+LEAF_KINDS = ("model", "judge", "rule", "verifier")
 
 
 class RewardTerm(BaseModel):
@@ -362,8 +401,8 @@ def topological_order(spec: RewardSpec) -> list[ComponentSpec]:
 
 
 def leaves(spec: RewardSpec) -> list[ComponentSpec]:
-    """The model, judge and rule components, in dependency order. The server fetches `model` and `judge` ones and
-    passes them to compose() keyed by component name; compose computes `rule` ones itself."""
+    """The model, judge, rule and verifier components, in dependency order. The server fetches `model`, `judge` and
+    `verifier` ones and passes them to compose() keyed by component name; compose computes `rule` ones itself."""
     return [c for c in topological_order(spec) if c.kind in LEAF_KINDS]
 
 

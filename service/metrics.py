@@ -52,6 +52,17 @@ class Metrics:
             registry=r,
         )
 
+        self.verifications = Counter(
+            "arbiter_verifications", "Verifier verdicts by verifier and status", ["verifier", "status"], registry=r
+        )
+        self.verification_seconds = Histogram(
+            "arbiter_verification_seconds",
+            "Time per verification, waiting in the pool included",
+            ["verifier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)
         self.batch_tokens.observe(stats.padded_tokens)

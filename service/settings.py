@@ -48,6 +48,12 @@ class ServerSettings(JudgeSettings, BaseSettings):
     judge_max_chars: int = Field(
         32_000, gt=0, description="characters per judged item (prompt and responses); beyond it 413"
     )
+    verifier_workers: int = Field(
+        0, ge=0, description="worker processes that run verifiers (math, format, exact, f1); 0: one per core"
+    )
+    verifier_max_queue: int = Field(
+        4096, gt=0, description="verifications waiting for a worker at most; beyond it requests get 429"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     reward_specs: list[str] = Field(
         default_factory=list, description="reward spec files or folders of *.yaml, beside the built-in ones"

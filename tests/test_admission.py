@@ -147,3 +147,17 @@ def test_annotation_statistics_fit_inside_the_limits(small: RunningServer):
     stats = httpx.get(small.url + "/v1/annotation/stats", headers=headers, timeout=120)
     assert stats.status_code == 200, stats.text
     assert stats.json()["reward_model"]["comparisons"] == 10
+
+
+@pytest.mark.parametrize("route", ["/v1/score", "/v1/reward"])
+def test_a_lone_surrogate_is_a_400_with_the_request_id(small: RunningServer, route: str):
+    """JSON may escape a lone surrogate ("\\ud800"), which no tokenizer takes: once a 500 that dropped the
+    connection. The wire models refuse it now (422, as any string they cannot take); the builders' own check
+    (test_render) stays for callers inside the process. gRPC cannot carry one at all: protobuf strings are UTF-8."""
+    body = b'{"items": [{"prompt": "hi", "response": "ok \\ud800"}]}'
+    headers = {"content-type": "application/json", "x-request-id": "surrogate-1"}
+    answer = httpx.post(small.url + route, content=body, headers=headers)
+    error = answer.json()["error"]
+    assert (answer.status_code, error["code"], error["request_id"]) == (422, "invalid_request", "surrogate-1"), error
+    assert error["details"][0]["loc"][-1] == "response", error
+    assert httpx.post(small.url + route, json={"items": [{"prompt": "hi", "response": "ok"}]}).status_code == 200

@@ -194,7 +194,7 @@ def test_raw_scores_are_checked():
         run(spec, {"rm": [1.0, 2.0], "j": [0.5]}, items(["a"]))
     with pytest.raises(ValueError, match=r"'rm': non-finite scores at items \[0\]"):
         run(spec, {"rm": [math.nan], "j": [0.5]}, items(["a"]))
-    with pytest.raises(ValueError, match=r"scores for \['zz'\], which are not model or judge components"):
+    with pytest.raises(ValueError, match=r"scores for \['zz'\], which are not model, judge or verifier components"):
         run(spec, {"rm": [1.0], "j": [0.5], "zz": [1.0]}, items(["a"]))
 
 
@@ -418,3 +418,31 @@ def test_user_specs_override_by_name(tmp_path: Path):
     with pytest.raises(SpecError, match=r"broken.yaml: components: List should have at least 1 item"):
         SpecLibrary([tmp_path])
     assert load_spec(tmp_path / "extra.yaml").name == "safe"
+
+
+def test_verifier_options_are_checked_with_the_spec():
+    message = error_of(
+        {"name": "x", "version": "1",
+         "components": [{"name": "correct", "kind": "verifier", "verifier": "math",
+                         "options": {"extract": ["boxd"], "timeout_s": 0}}],
+         "reward": [{"component": "correct", "weight": 1}]}
+    )  # fmt: skip
+    assert "options of the math verifier" in message and "extract.0" in message and "timeout_s" in message
+    fine = spec_of(
+        [{"name": "correct", "kind": "verifier", "verifier": "format", "options": {"format": "think_answer"}}]
+    )
+    assert [c.kind for c in leaves(fine)] == ["verifier"]
+
+
+def test_verifier_values_are_composed_like_any_fetched_leaf():
+    spec = spec_of(
+        [
+            {"name": "correct", "kind": "verifier", "verifier": "math"},
+            {"name": "words", "kind": "rule", "rule": "length"},
+        ],
+        reward=[{"component": "correct", "weight": 1.0}, {"component": "words", "weight": -0.1}],
+        transforms=[{"kind": "group_norm"}],
+    )
+    result = run(spec, {"correct": [1.0, 0.0, 1.0, 1.0]}, items(["a", "a b", "a", "a"], groups=["q", "q", "r", "r"]))
+    assert result.components["correct"].tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert np.allclose(result.rewards, [1.0, -1.0, 0.0, 0.0], atol=1e-4)

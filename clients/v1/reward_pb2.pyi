@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -281,16 +282,20 @@ class JudgeResponse(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., constitution: _Optional[str] = ..., constitution_version: _Optional[str] = ..., mode: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...
 
 class RewardItem(_message.Message):
-    __slots__ = ("prompt", "response", "group", "unsafe")
+    __slots__ = ("prompt", "response", "group", "unsafe", "label", "data_source")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     UNSAFE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DATA_SOURCE_FIELD_NUMBER: _ClassVar[int]
     prompt: Prompt
     response: str
     group: str
     unsafe: bool
-    def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., response: _Optional[str] = ..., group: _Optional[str] = ..., unsafe: _Optional[bool] = ...) -> None: ...
+    label: _struct_pb2.Value
+    data_source: str
+    def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., response: _Optional[str] = ..., group: _Optional[str] = ..., unsafe: _Optional[bool] = ..., label: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., data_source: _Optional[str] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("spec", "items")
@@ -306,8 +311,32 @@ class Values(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class Verification(_message.Message):
+    __slots__ = ("status", "score", "extracted", "detail")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    score: float
+    extracted: str
+    detail: str
+    def __init__(self, status: _Optional[str] = ..., score: _Optional[float] = ..., extracted: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Verifications(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Verification]
+    def __init__(self, items: _Optional[_Iterable[_Union[Verification, _Mapping]]] = ...) -> None: ...
+
+class ItemFailure(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
 class RewardResponse(_message.Message):
-    __slots__ = ("spec", "spec_version", "rewards", "components", "extras")
+    __slots__ = ("spec", "spec_version", "rewards", "components", "extras", "mask", "failure_kind", "verifications")
     class ComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -322,14 +351,27 @@ class RewardResponse(_message.Message):
         key: str
         value: Values
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Values, _Mapping]] = ...) -> None: ...
+    class VerificationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Verifications
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Verifications, _Mapping]] = ...) -> None: ...
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_KIND_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATIONS_FIELD_NUMBER: _ClassVar[int]
     spec: str
     spec_version: str
     rewards: _containers.RepeatedScalarFieldContainer[float]
     components: _containers.MessageMap[str, Values]
     extras: _containers.MessageMap[str, Values]
-    def __init__(self, spec: _Optional[str] = ..., spec_version: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., components: _Optional[_Mapping[str, Values]] = ..., extras: _Optional[_Mapping[str, Values]] = ...) -> None: ...
+    mask: _containers.RepeatedScalarFieldContainer[bool]
+    failure_kind: _containers.RepeatedCompositeFieldContainer[ItemFailure]
+    verifications: _containers.MessageMap[str, Verifications]
+    def __init__(self, spec: _Optional[str] = ..., spec_version: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., components: _Optional[_Mapping[str, Values]] = ..., extras: _Optional[_Mapping[str, Values]] = ..., mask: _Optional[_Iterable[bool]] = ..., failure_kind: _Optional[_Iterable[_Union[ItemFailure, _Mapping]]] = ..., verifications: _Optional[_Mapping[str, Verifications]] = ...) -> None: ...

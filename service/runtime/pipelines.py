@@ -28,13 +28,23 @@ from arbiter.clients.protocol import (
 from arbiter.errors import InvalidInput, NotFound, NotReady
 from arbiter.rewards.compose import ItemContext, RewardResult, compose
 from arbiter.rewards.running import RunningStats
-from arbiter.rewards.spec import BUILTIN, ComponentSpec, JudgeComponent, RewardSpec, SpecError, SpecLibrary, leaves
+from arbiter.rewards.spec import (
+    BUILTIN,
+    ComponentSpec,
+    JudgeComponent,
+    RewardSpec,
+    SpecError,
+    SpecLibrary,
+    VerifierComponent,
+    leaves,
+)
 from arbiter.rewards.telemetry import CanaryMonitor, SpecTelemetry, register_metrics
 from arbiter.service.access.control import Principal
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.admission import Limits
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry
+from arbiter.service.runtime.verifying import Checked, VerificationService
 
 log = logging.getLogger("arbiter.rewards")
 
@@ -56,10 +66,12 @@ class RewardPipelines:
         policy: SpecPolicy,
         registry: ModelRegistry,
         judging: JudgeService | None,
+        verification: VerificationService,
         metrics: Metrics,
         limits: Limits,
     ) -> None:
         self.policy, self.registry, self.judging, self.limits = policy, registry, judging, limits
+        self.verification = verification
         path = Path(policy.reward_state_path) if policy.reward_state_path else None
         self.running = RunningStats(path)
         self.gauges = register_metrics(metrics.registry)
@@ -176,10 +188,13 @@ class RewardPipelines:
                 response=i.response,
                 group=i.group,
                 unsafe=i.unsafe,
+                label=i.label,
+                data_source=i.data_source,
             )
             for i in request.items
         ]
-        result = await self._evaluate(spec, items)
+        checked: dict[str, Checked] = {}
+        result = await self._evaluate(spec, items, checked=checked)
         lengths = np.array([len(i.response.split()) for i in items], dtype=np.float64)
         self.telemetry[spec.name].observe(result.rewards, lengths, result.components)
         return RewardResponse(
@@ -188,11 +203,15 @@ class RewardPipelines:
             rewards=result.rewards.tolist(),
             components={k: v.tolist() for k, v in result.components.items()},
             extras={k: v.tolist() for k, v in result.extras.items()},
+            **_verification_fields(checked, len(items)),
         )
 
-    async def _evaluate(self, spec: RewardSpec, items: list[ItemContext], update: bool = True) -> RewardResult:
-        """Encode for every model and build every judge request, admit them all, and only then queue any."""
-        sources = [c for c in leaves(spec) if c.kind in ("model", "judge")]
+    async def _evaluate(
+        self, spec: RewardSpec, items: list[ItemContext], update: bool = True, checked: dict[str, Checked] | None = None
+    ) -> RewardResult:
+        """Encode for every model, build every judge request, count every verification; admit them all, and only
+        then queue any. `checked` receives each verifier component's verdicts."""
+        sources = [c for c in leaves(spec) if c.kind in ("model", "judge", "verifier")]
         prompts, responses = [i.prompt for i in items], [i.response for i in items]
         models = {c.model: self.registry.get(c.model) for c in sources if c.kind == "model"}
         encoded = dict(
@@ -203,10 +222,16 @@ class RewardPipelines:
         for judge_request in judged.values():
             assert self.judging is not None  # checked when the spec was loaded
             self.judging.admit(judge_request)
+        verifiers = [c for c in sources if isinstance(c, VerifierComponent)]
+        self.verification.admit(verifiers, items)  # last: what it reserves, the runs below give back
+        by_verifier = {} if checked is None else checked
 
         async def fetch(component: ComponentSpec) -> np.ndarray:
             if component.kind == "model":
                 return await models[component.model].run(encoded[component.model])
+            if isinstance(component, VerifierComponent):
+                by_verifier[component.name] = await self.verification.check(component, items)
+                return by_verifier[component.name].values
             assert self.judging is not None
             verdicts = (await self.judging.judge(judged[component.name])).verdicts
             return np.array([v.score for v in verdicts], dtype=np.float64)
@@ -241,8 +266,11 @@ class RewardPipelines:
     # -- canaries --------------------------------------------------------------------------------------------
 
     def start_canaries(self, pairs: list[tuple[object, str, str]]) -> None:
-        """Scores the canary pairs through every spec on a schedule, without touching running statistics."""
+        """Scores the canary pairs through every spec on a schedule, without touching running statistics. Specs
+        with verifier components are left out: canary pairs carry no labels to verify against."""
         for name, telemetry in self.telemetry.items():
+            if any(c.kind == "verifier" for c in self.spec(name).components):
+                continue
             telemetry.canary = CanaryMonitor(pairs)
 
             async def score(prompts: list[object], responses: list[str], spec_name: str = name) -> np.ndarray:
@@ -266,6 +294,19 @@ class RewardPipelines:
     def close(self) -> None:
         for task in self._canaries:
             task.cancel()
+
+
+def _verification_fields(checked: dict[str, Checked], count: int) -> dict[str, object]:
+    """The response's mask, failure kinds and verdicts; absent for a spec without verifier components."""
+    if not checked:
+        return {}
+    masked = [any(c.masked[i] for c in checked.values()) for i in range(count)]
+    failures = [next((f for c in checked.values() if (f := c.failures[i])), None) for i in range(count)]
+    return {
+        "mask": masked,
+        "failure_kind": failures,
+        "verifications": {name: c.verifications for name, c in checked.items()},
+    }
 
 
 def read_canaries(path: Path) -> list[tuple[object, str, str]]:

@@ -20,6 +20,7 @@ from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelPolicy, ModelRegistry, ServedModel
 from arbiter.service.runtime.pipelines import RewardPipelines, SpecPolicy, read_canaries
 from arbiter.service.runtime.scoring import ScoringService
+from arbiter.service.runtime.verifying import VerificationService, VerifierPolicy
 from arbiter.service.settings import ServerSettings
 
 log = logging.getLogger("arbiter.runtime")
@@ -43,7 +44,10 @@ class Runtime:
         else:
             self.health.ok("constitutions")
         self.scoring = ScoringService(limits, self.registry, self.metrics, self.judging)
-        self.pipelines = RewardPipelines(settings.part(SpecPolicy), self.registry, self.judging, self.metrics, limits)
+        self.verification = VerificationService(settings.part(VerifierPolicy), self.metrics)
+        self.pipelines = RewardPipelines(
+            settings.part(SpecPolicy), self.registry, self.judging, self.verification, self.metrics, limits
+        )
         self.access = AccessControl(settings.part(AccessPolicy))
         if self.access.error:
             self.health.fail("api_keys", self.access.error)
@@ -150,5 +154,6 @@ class Runtime:
 
     def close(self) -> None:
         self.pipelines.close()
+        self.verification.close()
         self.annotation.close()
         self.registry.close()
