@@ -4,9 +4,11 @@ OpenRLHF's reward_func loader and executor, veRL's reward managers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from arbiter.clients.adapters.trl import ArbiterReward, AsyncArbiterReward, trl_items
 
 CHAT = [{"role": "user", "content": "Say something kind."}]
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "verifiable" / "gsm8k_model_solutions.jsonl"
 
 
 def test_trl_forms_standard_and_conversational(server, reference):
@@ -31,13 +34,9 @@ def test_trl_forms_standard_and_conversational(server, reference):
         trl_items(["a", "b"], ["c"])
 
 
-@pytest.mark.slow
-def test_trl_grpo_trainer_trains_on_arbiter_rewards(server, reference, tmp_path):
-    """Real GRPOTrainer steps on CPU: a tiny Llama with SmolLM2's tokenizer, rewards from the server over HTTP
-    (sync reward function) and gRPC (async), each reward checked against the bundle scored in process."""
-    from datasets import Dataset
+def tiny_policy():
+    """A tiny random Llama with SmolLM2's tokenizer: real GRPO steps on CPU in seconds."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
 
     from arbiter.weights import SMOLLM2, resolve
 
@@ -53,17 +52,13 @@ def test_trl_grpo_trainer_trains_on_arbiter_rewards(server, reference, tmp_path)
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
-    model = LlamaForCausalLM(config)
-    seen: list[tuple[list, list, list[float]]] = []
+    return tokenizer, LlamaForCausalLM(config)
 
-    class Recorded(ArbiterReward):
-        def __call__(self, prompts, completions, **kwargs):
-            rewards = super().__call__(prompts, completions, **kwargs)
-            seen.append((prompts, completions, rewards))
-            return rewards
 
-    prompts = [[{"role": "user", "content": f"Tell me something about the number {i}."}] for i in range(8)]
-    args = GRPOConfig(
+def grpo_config(tmp_path, **overrides):
+    from trl import GRPOConfig
+
+    return GRPOConfig(
         output_dir=str(tmp_path / "grpo"),
         per_device_train_batch_size=4,
         num_generations=4,
@@ -75,7 +70,28 @@ def test_trl_grpo_trainer_trains_on_arbiter_rewards(server, reference, tmp_path)
         use_cpu=True,
         save_strategy="no",
         seed=0,
+        **overrides,
     )
+
+
+@pytest.mark.slow
+def test_trl_grpo_trainer_trains_on_arbiter_rewards(server, reference, tmp_path):
+    """Real GRPOTrainer steps on CPU: a tiny Llama with SmolLM2's tokenizer, rewards from the server over HTTP
+    (sync reward function) and gRPC (async), each reward checked against the bundle scored in process."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    tokenizer, model = tiny_policy()
+    seen: list[tuple[list, list, list[float]]] = []
+
+    class Recorded(ArbiterReward):
+        def __call__(self, prompts, completions, **kwargs):
+            rewards = super().__call__(prompts, completions, **kwargs)
+            seen.append((prompts, completions, rewards))
+            return rewards
+
+    prompts = [[{"role": "user", "content": f"Tell me something about the number {i}."}] for i in range(8)]
+    args = grpo_config(tmp_path)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[
@@ -176,3 +192,150 @@ def test_verl_reward_managers_call_the_adapter(server, reference, verl_batch, ma
     for i, length in enumerate(lengths):
         assert np.isclose(rewards[i, length - 1].item(), expected[i], atol=1e-5)
         assert rewards[i].count_nonzero() == 1
+
+
+# -- verifiable rewards: the references each trainer sends, and its way of masking -------------------------------
+
+RUNAWAY = r"So the answer is $\boxed{9^{9^{9^{9}}}}$"  # SymPy runs for minutes: the math verifier times out
+MATH_ITEMS = [  # (prompt, response, label): right, wrong, no answer
+    ("Janet's ducks lay 16 eggs; she eats 3 and bakes 4. She sells the rest at $2. Dollars a day?", "A: 18", "18"),
+    ("A robe takes 2 bolts of blue fiber and half that of white. How many bolts in total?", "A: 4", "3"),
+    ("Josh flips a house. What was his profit?", "I cannot tell.", "70000"),
+]
+
+
+def test_trl_passes_dataset_columns_as_labels_and_masks_with_none(server):
+    prompts, responses, labels = (list(x) for x in zip(*MATH_ITEMS, strict=True))
+    reward = ArbiterReward(server.url, spec="math")
+    assert reward(prompts=prompts, completions=responses, answer=labels) == [1.0, 0.0, 0.0]  # TRL's **columns
+    named = ArbiterReward(server.grpc_url, spec="math", label_column="solution_value")
+    assert named(prompts=prompts, completions=responses, solution_value=labels, answer=["0"] * 3) == [1.0, 0.0, 0.0]
+    masked = asyncio.run(
+        AsyncArbiterReward(server.url, spec="math")(prompts=["q"], completions=[RUNAWAY], ground_truth=["1"])
+    )
+    assert masked == [None]  # a timeout says nothing about the completion: TRL leaves None out (nansum)
+    with pytest.raises(ValueError, match="label_column 'nope'"):
+        ArbiterReward(server.url, spec="math", label_column="nope")(prompts=["q"], completions=["A: 1"])
+
+
+def test_openrlhf_labels_reach_the_spec_over_its_http_and_file_forms(server, monkeypatch):
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+    prompts = [p for p, _, _ in MATH_ITEMS] + ["q"]
+    queries = [p + r for p, (_, r, _) in zip(prompts, MATH_ITEMS, strict=False)] + ["q" + RUNAWAY]
+    labels = [label for _, _, label in MATH_ITEMS] + ["1"]
+    over_http = SingleTurnAgentExecutor(remote_rm_url=f"{server.url}/get_reward?spec=math")
+    answers = asyncio.run(over_http._fetch_rewards_via_http(queries, prompts, labels))
+    assert answers[0]["rewards"] == [1.0, 0.0, 0.0, 0.0]
+    assert answers[0]["extra_logs"]["arbiter_masked"] == [0.0, 0.0, 0.0, 1.0]
+    path = subprocess.run(
+        [sys.executable, "-m", "arbiter.clients.adapters", "openrlhf"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    monkeypatch.setenv("ARBITER_REWARD_URL", server.grpc_url)
+    monkeypatch.setenv("ARBITER_REWARD_SPEC", "math")
+    executor = SingleTurnAgentExecutor(remote_rm_url=path)
+    results = asyncio.run(executor._fetch_rewards_via_func(queries, prompts, labels))
+    assert [r["rewards"][0] for r in results] == [1.0, 0.0, 0.0, 0.0]
+    assert [r["extra_logs"]["arbiter_masked"][0] for r in results] == [0.0, 0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(("manager", "name"), [("naive", "compute_score"), ("batch", "compute_score_batch")])
+def test_verl_ground_truth_and_data_source_reach_the_spec(server, manager, name):
+    """veRL's managers with its own DataProto: ground_truth is the label; the mask comes back in extra info."""
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+    from verl import DataProto
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+    from verl.workers.reward_manager.batch import BatchRewardManager
+    from verl.workers.reward_manager.naive import NaiveRewardManager
+
+    from arbiter.clients.adapters import verl as adapter
+    from arbiter.weights import SMOLLM2, resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(SMOLLM2))  # decodes digits and LaTeX as written
+    responses = ["A: 18", "A: 4", RUNAWAY]
+    ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
+    width = max(map(len, ids))
+    response_ids = torch.full((3, width), tokenizer.pad_token_id)
+    mask = torch.zeros((3, 1 + width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        response_ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : 1 + len(row)] = 1
+    data = DataProto.from_dict(
+        tensors={
+            "prompts": torch.full((3, 1), tokenizer.pad_token_id),
+            "responses": response_ids,
+            "attention_mask": mask,
+        },
+        non_tensors={
+            "data_source": np.array(["openai/gsm8k"] * 3, dtype=object),
+            "reward_model": np.array([{"ground_truth": g} for g in ("18", "3", "1")], dtype=object),
+            "extra_info": np.array([{"prompt": "q"}] * 3, dtype=object),
+        },
+    )
+    kwargs = {"url": server.url, "spec": "math"}
+    config = OmegaConf.create(
+        {"reward": {"custom_reward_function": {"path": adapter.__file__, "name": name, "reward_kwargs": kwargs}}}
+    )
+    cls = NaiveRewardManager if manager == "naive" else BatchRewardManager
+    out = cls(tokenizer=tokenizer, num_examine=0, compute_score=get_custom_reward_fn(config))(data, return_dict=True)
+    rewards = out["reward_tensor"]
+    assert [rewards[i, len(row) - 1].item() for i, row in enumerate(ids)] == [1.0, 0.0, 0.0]
+    assert list(out["reward_extra_info"]["arbiter_masked"]) == [0.0, 0.0, 1.0]
+    assert list(out["reward_extra_info"]["arbiter_failure"]) == ["", "", "correct: timeout"]
+
+
+RLVR_SPEC = """name: rlvr
+version: "1"
+components:
+  - {name: correct, kind: verifier, verifier: math}
+  - {name: formatted, kind: verifier, verifier: format, options: {format: think_answer}}
+reward:
+  - {component: correct, weight: 1.0}
+  - {component: formatted, weight: 0.1}
+"""
+
+
+@pytest.mark.slow
+def test_trl_grpo_trainer_on_gsm8k_with_verifiable_rewards(bundle_dir, tmp_path):
+    """RLVR end to end: GRPOTrainer, 2 steps, GSM8K questions with their answers as the dataset's `answer` column,
+    rewarded through the adapter by math + format over gRPC; each reward is what the verifiers give directly."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from arbiter.verifiers import format as fmt
+    from arbiter.verifiers import math
+    from tests.server import running_server
+
+    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[:8]]
+    (tmp_path / "rlvr.yaml").write_text(RLVR_SPEC)
+    flags = ["--bundles", f"rm={bundle_dir}", "--reward-specs", str(tmp_path / "rlvr.yaml"), "--judge-backend", "off"]
+    seen: list[tuple[list, list[str], list, list]] = []
+
+    class Recorded(ArbiterReward):
+        def __call__(self, prompts, completions, **columns):
+            rewards = super().__call__(prompts, completions, **columns)
+            seen.append((prompts, [c[0]["content"] for c in completions], columns["answer"], rewards))
+            return rewards
+
+    with running_server(tmp_path, *flags, "--reward-state-path", "") as server:
+        tokenizer, model = tiny_policy()
+        dataset = Dataset.from_list(
+            [{"prompt": [{"role": "user", "content": r["question"]}], "answer": r["answer"]} for r in rows]
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[Recorded(server.grpc_url, spec="rlvr", name="rlvr")],
+            args=grpo_config(tmp_path),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+        trainer.train()
+    assert trainer.state.global_step == 2 and len(seen) == 2
+    for _, completions, answers, rewards in seen:
+        for completion, answer, reward in zip(completions, answers, rewards, strict=True):
+            correct = math.check(completion, answer, math.MathRules())
+            formatted = fmt.check(completion, None, fmt.FormatRules(format="think_answer"))
+            expected = (correct.score if not correct.failed else 0.0) + 0.1 * formatted.score
+            assert reward is None if correct.status in ("timeout", "error") else reward == pytest.approx(expected)

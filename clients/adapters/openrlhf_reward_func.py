@@ -7,7 +7,8 @@ OpenRLHF loads the file and calls `reward_func(queries, prompts, labels)` from w
 and NaN (not a crashed rollout) for what still fails. Configured by environment variables:
   ARBITER_REWARD_URL    server URL, http(s):// or grpc(s):// (default http://127.0.0.1:8000)
   ARBITER_REWARD_MODEL  model name (default: the server's default model)
-  ARBITER_REWARD_SPEC   a reward spec name: rewards from /v1/reward instead of one model's scores
+  ARBITER_REWARD_SPEC   a reward spec name: rewards from /v1/reward instead of one model's scores; OpenRLHF's
+                        labels are the items' labels, and a verifier's mask comes back as extra_logs["arbiter_masked"]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from arbiter.clients.adapters.groups import prompt_groups
 from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.client import RewardClient
 
@@ -37,8 +39,17 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     split_prompts, responses = split_queries(queries, prompts)
     spec = os.environ.get("ARBITER_REWARD_SPEC")
     if spec:
-        rewarded = _client().reward(split_prompts, responses, spec=spec, groups=split_prompts)
-        return {"rewards": rewarded.rewards, "scores": rewarded.rewards, "extra_logs": rewarded.components}
+        rewarded = _client().reward(
+            split_prompts,
+            responses,
+            spec=spec,
+            groups=prompt_groups(split_prompts),
+            labels=list(labels) if labels else None,
+        )
+        logs: dict[str, list[float]] = dict(rewarded.components)
+        if rewarded.mask is not None:  # OpenRLHF has no mask: the fallback reward, and the mask beside it
+            logs["arbiter_masked"] = [float(m) for m in rewarded.mask]
+        return {"rewards": rewarded.rewards, "scores": rewarded.rewards, "extra_logs": logs}
     answer = _client().score(split_prompts, responses, normalize=True)
     return {
         "rewards": answer.scores,

@@ -10,16 +10,21 @@ completion. Both of TRL's forms work: standard (strings) and conversational (lis
 completion is the assistant's turn). With `spec=NAME` the reward comes from a reward spec (/v1/reward), with the
 prompt as each completion's group. `AsyncArbiterReward` is the async form: TRL runs async reward functions on
 its own event loop, concurrently with other reward functions.
+
+TRL passes the dataset's other columns as keyword arguments: with a spec, the label each verifier checks against
+is the column `label_column` names, or else the first of `label`, `ground_truth`, `answer`, `solution` that the
+dataset has; `data_source` routes items. An item a failed verifier masks gets None, which TRL leaves out of the
+reward (its GRPOTrainer sums reward functions with nansum).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arbiter.clients.adapters.groups import prompt_groups
 from arbiter.clients.client import AsyncRewardClient, RewardClient
-from arbiter.clients.protocol import PlainPrompt
+from arbiter.clients.protocol import PlainPrompt, RewardResponse
 
 
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
@@ -36,9 +41,23 @@ def trl_items(prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[list[
     return as_prompts, [completion_text(c) for c in completions]
 
 
-def prompt_groups(prompts: Sequence[PlainPrompt]) -> list[str]:
-    """GRPO samples several completions per prompt: the prompt itself is the group a spec's group_norm uses."""
-    return [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in prompts]
+LABEL_COLUMNS = ("label", "ground_truth", "answer", "solution")
+
+
+def references(columns: Mapping[str, Any], label_column: str | None) -> tuple[list[Any] | None, list[Any] | None]:
+    """The labels and data sources among TRL's dataset columns (None where the dataset has none)."""
+    name = label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
+    if label_column is not None and label_column not in columns:
+        raise ValueError(f"label_column {label_column!r} is not a column TRL passed; it passed {sorted(columns)}")
+    labels = list(columns[name]) if name is not None else None
+    sources = columns.get("data_source")
+    return labels, list(sources) if sources is not None else None
+
+
+def masked(answer: RewardResponse) -> list[float | None]:
+    """The rewards, None where a failed verifier masks the item."""
+    mask = answer.mask or [False] * len(answer.rewards)
+    return [None if m else r for r, m in zip(answer.rewards, mask, strict=True)]
 
 
 class _Options:
@@ -53,13 +72,15 @@ class _Options:
         normalize: bool = False,
         spec: str | None = None,
         name: str = "arbiter",
+        label_column: str | None = None,
         **client_options: Any,
     ) -> None:
         self.url, self.model, self.normalize, self.spec = url, model, normalize, spec
+        self.label_column = label_column
         self.__name__ = name  # TRL logs each reward function under this name
         self.client_options = {"on_failure": "nan", **client_options}  # one failed chunk must not stop training
 
-    def _pick(self, scores: Sequence[float], normalized: Sequence[float] | None) -> list[float]:
+    def _pick(self, scores: Sequence[float], normalized: Sequence[float] | None) -> list[float | None]:
         return list(normalized if self.normalize and normalized is not None else scores)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -69,12 +90,16 @@ class _Options:
 class ArbiterReward(_Options):
     _client: RewardClient | None = None
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
         if self._client is None:
             self._client = RewardClient(self.url, model=self.model, **self.client_options)
         items = trl_items(prompts, completions)
         if self.spec is not None:
-            return self._client.reward(*items, spec=self.spec, groups=prompt_groups(items[0])).rewards
+            labels, sources = references(columns, self.label_column)
+            groups = prompt_groups(items[0])
+            return masked(
+                self._client.reward(*items, spec=self.spec, groups=groups, labels=labels, data_sources=sources)
+            )
         answer = self._client.score(*items, normalize=self.normalize)
         return self._pick(answer.scores, answer.normalized_scores)
 
@@ -82,11 +107,15 @@ class ArbiterReward(_Options):
 class AsyncArbiterReward(_Options):
     _client: AsyncRewardClient | None = None
 
-    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
         if self._client is None:
             self._client = AsyncRewardClient(self.url, model=self.model, **self.client_options)
         items = trl_items(prompts, completions)
         if self.spec is not None:
-            return (await self._client.reward(*items, spec=self.spec, groups=prompt_groups(items[0]))).rewards
+            labels, sources = references(columns, self.label_column)
+            groups = prompt_groups(items[0])
+            return masked(
+                await self._client.reward(*items, spec=self.spec, groups=groups, labels=labels, data_sources=sources)
+            )
         answer = await self._client.score(*items, normalize=self.normalize)
         return self._pick(answer.scores, answer.normalized_scores)

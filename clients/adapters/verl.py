@@ -16,17 +16,22 @@ per response; its batch manager calls `compute_score_batch(data_sources=, soluti
 extra_infos=)` once per batch (one request, chunked by the client). veRL passes the decoded response but not the
 prompt: the prompt is taken from `extra_info["prompt"]` (or `"question"`), which veRL's data preprocessing
 scripts can fill; without one the response is scored alone.
+
+With a spec, `ground_truth` is each item's label and `data_source` routes it, as veRL's default_compute_score
+routes by data source. A spec with verifier components answers a dict per item, which veRL's managers take
+apart: `score` (the reward; the spec's fallback where a verifier failed), `arbiter_masked` (1.0 where the item
+should be left out of the loss) and `arbiter_failure` (which component failed and how, or "").
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arbiter.clients.adapters.groups import prompt_groups
 from arbiter.clients.client import RewardClient
-from arbiter.clients.protocol import PlainPrompt
+from arbiter.clients.protocol import PlainPrompt, RewardResponse
 
 _clients: dict[tuple[str, str | None], RewardClient] = {}
 _lock = threading.Lock()
@@ -55,9 +60,12 @@ def compute_score(
     model: str | None = None,
     spec: str | None = None,
     **_: Any,
-) -> float:
+) -> float | dict[str, Any]:
     if spec is not None:
-        return _client(url, model).reward([prompt_of(extra_info)], [solution_str], spec=spec).rewards[0]
+        answer = _client(url, model).reward(
+            [prompt_of(extra_info)], [solution_str], spec=spec, labels=[ground_truth], data_sources=[data_source]
+        )
+        return _per_item(answer)[0]
     return _client(url, model).score([prompt_of(extra_info)], [solution_str]).scores[0]
 
 
@@ -71,9 +79,28 @@ def compute_score_batch(
     model: str | None = None,
     spec: str | None = None,
     **_: Any,
-) -> list[float]:
+) -> list[Any]:
     prompts = [prompt_of(info) for info in extra_infos]
     if spec is not None:
-        groups = [json.dumps(p, sort_keys=True) if not isinstance(p, str) else p for p in prompts]
-        return _client(url, model).reward(prompts, list(solution_strs), spec=spec, groups=groups).rewards
+        groups = prompt_groups(prompts)
+        answer = _client(url, model).reward(
+            prompts,
+            list(solution_strs),
+            spec=spec,
+            groups=groups,
+            labels=list(ground_truths),
+            data_sources=list(data_sources),
+        )
+        return _per_item(answer)
     return _client(url, model).score(prompts, list(solution_strs)).scores
+
+
+def _per_item(answer: RewardResponse) -> list[Any]:
+    """Plain rewards, or (with verifier components) veRL's dict form with the mask and the failure beside them."""
+    if answer.mask is None:
+        return list(answer.rewards)
+    failures = answer.failure_kind or [None] * len(answer.rewards)
+    return [
+        {"score": reward, "arbiter_masked": float(masked), "arbiter_failure": failure or ""}
+        for reward, masked, failure in zip(answer.rewards, answer.mask, failures, strict=True)
+    ]

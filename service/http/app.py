@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -112,7 +112,13 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
         return await runtime.load_model(request)
 
     @app.post("/get_reward", response_model=OpenRLHFRewardResponse)
-    async def get_reward(request: OpenRLHFRewardRequest) -> OpenRLHFRewardResponse:
+    async def get_reward(
+        request: OpenRLHFRewardRequest, caller: Caller, spec: Annotated[str | None, Query(max_length=200)] = None
+    ) -> OpenRLHFRewardResponse:
+        """OpenRLHF's remote reward model (`--remote_rm_url http://host:8000/get_reward`): the default model's
+        scores, or with `?spec=NAME` a reward spec's rewards, with OpenRLHF's `labels` as the items' labels."""
+        if spec is not None:
+            return await runtime.pipelines.openrlhf(request, spec, caller)
         return await scoring.openrlhf(request)
 
     @app.get("/healthz")

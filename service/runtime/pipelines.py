@@ -14,18 +14,23 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+from pydantic import ValidationError
 
 from arbiter.bundle.render import Prompt
+from arbiter.clients.adapters.groups import group_id
+from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.protocol import (
     JudgeItem,
     JudgeRequest,
+    OpenRLHFRewardRequest,
+    OpenRLHFRewardResponse,
     RewardRequest,
     RewardResponse,
     RewardSpecInfo,
     RewardSpecList,
     plain_prompt,
 )
-from arbiter.errors import InvalidInput, NotFound, NotReady
+from arbiter.errors import InvalidInput, NotFound, NotReady, validation_details
 from arbiter.rewards.compose import ItemContext, RewardResult, compose
 from arbiter.rewards.running import RunningStats
 from arbiter.rewards.spec import (
@@ -205,6 +210,37 @@ class RewardPipelines:
             extras={k: v.tolist() for k, v in result.extras.items()},
             **_verification_fields(checked, len(items)),
         )
+
+    async def openrlhf(self, request: OpenRLHFRewardRequest, spec: str, caller: Principal) -> OpenRLHFRewardResponse:
+        """/get_reward?spec=NAME: OpenRLHF's texts and labels through a reward spec (each prompt is its group).
+        The components and, with verifier components, `arbiter_masked` (1.0: leave the item out) go to extra_logs,
+        which OpenRLHF logs; the reward of a masked item is the spec's fallback."""
+        self.limits.items(len(request.query))
+        try:
+            prompts, responses = split_queries(request.query, request.prompts)
+            labels = request.labels if request.labels is not None else [None] * len(responses)
+            if len(labels) != len(responses):
+                raise ValueError(f"{len(labels)} labels for {len(responses)} queries")
+            rewarded = RewardRequest.model_validate(
+                {
+                    "spec": spec,
+                    "items": [
+                        {"prompt": p, "response": r, "label": label, "group": group_id(p)}
+                        for p, r, label in zip(prompts, responses, labels, strict=True)
+                    ],
+                }
+            )
+        except ValidationError as exc:
+            raise InvalidInput(
+                "the request does not fit a reward spec's items", validation_details(exc.errors())
+            ) from exc
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        answer = await self.reward(rewarded, caller)
+        logs = dict(answer.components)
+        if answer.mask is not None:
+            logs["arbiter_masked"] = [float(m) for m in answer.mask]
+        return OpenRLHFRewardResponse(rewards=answer.rewards, scores=answer.rewards, extra_logs=logs)
 
     async def _evaluate(
         self, spec: RewardSpec, items: list[ItemContext], update: bool = True, checked: dict[str, Checked] | None = None
