@@ -20,6 +20,7 @@ COPY judge/ judge/
 COPY rewards/ rewards/
 COPY annotation/ annotation/
 COPY verifiers/ verifiers/
+COPY sandbox/ sandbox/
 RUN /opt/arbiter/bin/pip install ".[serve]"
 
 FROM ${BASE_IMAGE} AS serve

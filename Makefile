@@ -55,7 +55,7 @@ lint: setup
 # browser itself), kubectl for rendering the kustomize overlays, podman + runc + mmdebstrap for building and running
 # the image, ip for the pod's network namespace. Without them those tests skip, so `make test` installs them first.
 # (runc lives in /usr/sbin, which a user's PATH may lack.)
-TEST_TOOLS ?= chromium:chromium kubectl:kubectl podman:podman runc:runc mmdebstrap:mmdebstrap ip:iproute2
+TEST_TOOLS ?= chromium:chromium kubectl:kubectl podman:podman runc:runc mmdebstrap:mmdebstrap ip:iproute2 bwrap:bubblewrap
 
 test-tools:
 	@missing=""; PATH="$$PATH:/usr/sbin:/sbin"; \

@@ -468,6 +468,7 @@ def check_spec(
     normalization: Mapping[str, tuple[float, float] | None],
     *,
     constitutions: Mapping[str, Collection[str]] | None = None,
+    sandbox_missing: str | None = None,
 ) -> None:
     """Raise SpecError unless this server can compute the spec: every model served, a judge where one is needed,
     stored statistics (keyed by served model name) wherever `normalize` is used. With `constitutions` (name ->
@@ -490,6 +491,8 @@ def check_spec(
                     )
                 elif not (math.isfinite(stats[0]) and math.isfinite(stats[1]) and stats[1] > 0):
                     problems.append(f"component {c.name!r}: model {c.model!r}'s stored mean/std {stats} are unusable")
+        elif isinstance(c, VerifierComponent) and c.verifier == "code" and sandbox_missing is not None:
+            problems.append(f"component {c.name!r}: the code verifier needs the sandbox, and {sandbox_missing}")
         elif isinstance(c, JudgeComponent):
             if not judge_available:
                 problems.append(f"component {c.name!r}: a judge component, and this server has no judge")

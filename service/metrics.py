@@ -63,6 +63,8 @@ class Metrics:
             registry=r,
         )
 
+        self.sandbox_in_flight = Gauge("arbiter_sandbox_runs_in_flight", "Programs running in the sandbox", registry=r)
+
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)
         self.batch_tokens.observe(stats.padded_tokens)

@@ -193,3 +193,25 @@ def test_format_verifier_rules_are_checked_when_the_spec_loads(bundle_dir: Path,
                 break
         assert ready.status_code == 503 and "needs `pattern`" in ready.text
     assert fmt.FormatRules.model_validate({"format": "regex", "pattern": "x"}).pattern == "x"
+
+
+def humaneval(count: int) -> list[dict]:
+    path = GSM8K.with_name("humaneval.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()[:count]]
+
+
+@pytest.mark.parametrize("face", ["http", "grpc"])
+def test_the_builtin_code_spec_runs_humaneval_in_the_sandbox(server, face):
+    tasks = humaneval(4)
+    labels = [{"test": t["test"], "entry_point": t["entry_point"], "prompt": t["prompt"]} for t in tasks]
+    right = [f"```python\n{t['prompt']}{t['canonical_solution']}\n```" for t in tasks]
+    wrong = [f"```python\n{t['prompt']}    return None\n```" for t in tasks]
+    hostile = "```python\nimport os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n```"
+    responses = [*right, *wrong, hostile]
+    with RewardClient(server.url if face == "http" else server.grpc_url) as client:
+        got = client.reward(["p"] * len(responses), responses, spec="code", labels=[*labels, *labels, labels[0]])
+    assert got.rewards == [1.0] * 4 + [0.0] * 5
+    assert [v.status for v in got.verifications["passed"]] == ["ok"] * 4 + ["wrong"] * 5
+    assert got.mask == [False] * 9
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    assert "arbiter_sandbox_runs_in_flight 0.0" in httpx.get(server.url + "/metrics").text

@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from arbiter.verifiers import format, math, qa
+from arbiter.verifiers import code, format, math, qa
 from arbiter.verifiers.verdict import Verdict
 
-VerifierName = Literal["math", "exact", "f1", "format"]
+VerifierName = Literal["math", "exact", "f1", "format", "code"]
 
 
 class Rules(Protocol):
@@ -20,8 +20,9 @@ class Rules(Protocol):
 @dataclass(frozen=True)
 class Verifier:
     rules: Callable[[Mapping[str, Any]], Rules]
-    check: Callable[[str, Any, Any], Verdict]  # (response, label, rules); runs in a worker of the pool
+    check: Callable[[str, Any, Any], Verdict] | None  # (response, label, rules); runs in a worker of the pool
     needs_label: bool
+    sandboxed: bool = False  # runs the response as a program: in the sandbox (code.check), not in the pool
 
 
 VERIFIERS: dict[VerifierName, Verifier] = {
@@ -29,6 +30,7 @@ VERIFIERS: dict[VerifierName, Verifier] = {
     "exact": Verifier(lambda o: qa.QARules.model_validate({**o, "metric": "exact"}), qa.check, True),
     "f1": Verifier(lambda o: qa.QARules.model_validate({**o, "metric": "f1"}), qa.check, True),
     "format": Verifier(lambda o: format.FormatRules.model_validate(o), format.check, False),
+    "code": Verifier(lambda o: code.CodeRules.model_validate(o), None, True, sandboxed=True),
 }
 
 

@@ -103,7 +103,13 @@ class RewardPipelines:
         problems = []
         for name in library.names:
             try:
-                library.check(library.get(name), served, self.judging is not None, normalization)
+                library.check(
+                    library.get(name),
+                    served,
+                    self.judging is not None,
+                    normalization,
+                    sandbox_missing=self.verification.sandbox_missing,
+                )
             except SpecError as exc:
                 if library.sources[name].parent == BUILTIN:
                     # A built-in spec this server cannot run (the judge off, a bundle without statistics) is left

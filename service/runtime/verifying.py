@@ -12,20 +12,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from arbiter.clients.protocol import Verification
-from arbiter.errors import InvalidInput
+from arbiter.errors import InvalidInput, QueueFull
 from arbiter.rewards.compose import ItemContext
 from arbiter.rewards.spec import VerifierComponent
+from arbiter.sandbox.bwrap import BubblewrapSandbox, SandboxUnavailable
 from arbiter.service.metrics import Metrics
+from arbiter.verifiers import code
 from arbiter.verifiers.pool import VerifierPool
-from arbiter.verifiers.registry import VERIFIERS, warm
+from arbiter.verifiers.registry import VERIFIERS, Rules, warm
+from arbiter.verifiers.verdict import Verdict
 
 
 @dataclass(frozen=True)
 class VerifierPolicy:
-    """The verifier pool's size (settings of the same names)."""
+    """The verifier pool's and the sandbox's sizes (settings of the same names)."""
 
     verifier_workers: int
     verifier_max_queue: int
+    sandbox_slots: int
+    sandbox_max_queue: int
 
 
 @dataclass
@@ -43,11 +48,20 @@ class VerificationService:
         workers = policy.verifier_workers or os.cpu_count() or 1
         self.pool = VerifierPool("verifier", workers, policy.verifier_max_queue, warm=warm)
         self.metrics = metrics
+        self.sandbox: BubblewrapSandbox | None = None
+        self.sandbox_missing: str | None = None  # why code cannot run here
+        try:
+            self.sandbox = BubblewrapSandbox(policy.sandbox_slots)
+        except SandboxUnavailable as exc:
+            self.sandbox_missing = str(exc)
+        self.sandbox_room = policy.sandbox_slots + policy.sandbox_max_queue
+        self.sandboxed = 0  # code items running or waiting
+        metrics.sandbox_in_flight.set_function(lambda: self.sandbox.in_flight if self.sandbox else 0)
 
     def admit(self, components: Sequence[VerifierComponent], items: Sequence[ItemContext]) -> None:
         """Refuses the request before anything runs: a label missing where a verifier needs one (400), or more
         items than the pool has room for (429)."""
-        routed = 0
+        routed = sandboxed = 0
         for c in components:
             chosen = [i for i, item in enumerate(items) if c.routed(item.data_source)]
             if VERIFIERS[c.verifier].needs_label:
@@ -58,8 +72,19 @@ class VerificationService:
                         f"{missing[:10]} have none",
                         details={"component": c.name, "items": missing[:100]},
                     )
-            routed += len(chosen)
+            if VERIFIERS[c.verifier].sandboxed:
+                sandboxed += len(chosen)
+            else:
+                routed += len(chosen)
+        if self.sandboxed + sandboxed > self.sandbox_room:
+            raise QueueFull(
+                f"the sandbox has {self.sandboxed} programs running or waiting and {sandboxed} more do not fit "
+                f"(limit {self.sandbox_room}); retry later",
+                retry_after=1.0,
+                details={"limit": "sandbox_max_queue", "value": self.sandboxed + sandboxed},
+            )
         self.pool.reserve(routed)
+        self.sandboxed += sandboxed  # given back by each item's run in check()
 
     async def check(self, component: VerifierComponent, items: Sequence[ItemContext]) -> Checked:
         """Runs the routed items admitted by `admit`; a failure never fails the other items."""
@@ -70,9 +95,13 @@ class VerificationService:
             if not component.routed(item.data_source):
                 return Verification(status="skipped", score=component.otherwise)
             started = time.perf_counter()
-            verdict = await self.pool.run(
-                verifier.check, item.response, item.label, rules, timeout=rules.timeout_s, reserved=True
-            )
+            if verifier.sandboxed:
+                verdict = await self._program(item, rules)
+            else:
+                assert verifier.check is not None  # every verifier that is not sandboxed checks in the pool
+                verdict = await self.pool.run(
+                    verifier.check, item.response, item.label, rules, timeout=rules.timeout_s, reserved=True
+                )
             self.metrics.verification_seconds.labels(component.verifier).observe(time.perf_counter() - started)
             self.metrics.verifications.labels(component.verifier, verdict.status).inc()
             return Verification(
@@ -99,6 +128,15 @@ class VerificationService:
                 },
             )
         return Checked(np.array(values, dtype=np.float64), verifications, masked, failures)
+
+    async def _program(self, item: ItemContext, rules: Rules) -> Verdict:
+        try:
+            if self.sandbox is None:
+                return Verdict(0.0, "error", None, f"code cannot run on this server: {self.sandbox_missing}")
+            assert isinstance(rules, code.CodeRules)
+            return await code.check(item.response, item.label, rules, self.sandbox)
+        finally:
+            self.sandboxed -= 1
 
     def close(self) -> None:
         self.pool.close()
