@@ -31,9 +31,19 @@ class Run:
         return self.exit_code == 0 and not self.timed_out
 
 
+class SandboxUnavailable(RuntimeError):
+    """This server cannot run the sandbox (a tool missing, not started as root, no URL for a remote one)."""
+
+
+class SandboxFailed(RuntimeError):
+    """The sandbox could not run a program (a remote sandbox down or in error): nothing is known of the program."""
+
+
 class Sandbox(Protocol):
+    in_flight: int
+
     async def run(self, program: str, stdin: str = "", limits: SandboxLimits | None = None) -> Run:
-        """Runs a Python program; never raises for anything the program does."""
+        """Runs a Python program; never raises for anything the program does (SandboxFailed: for the sandbox)."""
         ...
 
     def close(self) -> None: ...

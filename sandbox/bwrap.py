@@ -19,14 +19,10 @@ import time
 from pathlib import Path
 
 from arbiter.errors import QueueFull
-from arbiter.sandbox.base import Run, SandboxLimits
+from arbiter.sandbox.base import Run, SandboxLimits, SandboxUnavailable
 
 FIRST_UID = 61000  # users nobody else has: each slot runs as its own
 PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
-
-
-class SandboxUnavailable(RuntimeError):
-    """This machine cannot run the sandbox (no bwrap, or user namespaces are off)."""
 
 
 def find_python() -> str:

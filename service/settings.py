@@ -54,6 +54,10 @@ class ServerSettings(JudgeSettings, BaseSettings):
     verifier_max_queue: int = Field(
         4096, gt=0, description="verifications waiting for a worker at most; beyond it requests get 429"
     )
+    sandbox_backend: Literal["bwrap", "sandbox_fusion"] = Field(
+        "bwrap", description="where the code verifier runs programs: bwrap (here) or sandbox_fusion (a cluster)"
+    )
+    sandbox_url: str | None = Field(None, description="the SandboxFusion server, http://host:8080")
     sandbox_slots: int = Field(4, gt=0, description="programs (the code verifier's) running in the sandbox at once")
     sandbox_max_queue: int = Field(256, gt=0, description="code items waiting for the sandbox; beyond it 429")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

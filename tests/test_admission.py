@@ -150,7 +150,7 @@ def test_annotation_statistics_fit_inside_the_limits(small: RunningServer):
 
 
 @pytest.mark.parametrize("route", ["/v1/score", "/v1/reward"])
-def test_a_lone_surrogate_is_a_400_with_the_request_id(small: RunningServer, route: str):
+def test_a_lone_surrogate_is_refused_with_the_request_id(small: RunningServer, route: str):
     """JSON may escape a lone surrogate ("\\ud800"), which no tokenizer takes: once a 500 that dropped the
     connection. The wire models refuse it now (422, as any string they cannot take); the builders' own check
     (test_render) stays for callers inside the process. gRPC cannot carry one at all: protobuf strings are UTF-8."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from arbiter.sandbox.base import Run, Sandbox, SandboxLimits
+from arbiter.sandbox.base import Run, Sandbox, SandboxFailed, SandboxLimits
 from arbiter.verifiers.verdict import Verdict
 
 _FENCED = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -58,6 +58,13 @@ def _why(run: Run) -> str:
 
 
 async def check(response: str, label: Any, rules: CodeRules, sandbox: Sandbox) -> Verdict:
+    try:
+        return await _check(response, label, rules, sandbox)
+    except SandboxFailed as exc:  # nothing is known of the program: an error, which the spec masks by default
+        return Verdict(0.0, "error", None, str(exc))
+
+
+async def _check(response: str, label: Any, rules: CodeRules, sandbox: Sandbox) -> Verdict:
     program = program_of(response)
     if not program.strip():
         return Verdict.no_answer("the response holds no program")

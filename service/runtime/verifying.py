@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -15,7 +16,9 @@ from arbiter.clients.protocol import Verification
 from arbiter.errors import InvalidInput, QueueFull
 from arbiter.rewards.compose import ItemContext
 from arbiter.rewards.spec import VerifierComponent
-from arbiter.sandbox.bwrap import BubblewrapSandbox, SandboxUnavailable
+from arbiter.sandbox.base import Sandbox, SandboxUnavailable
+from arbiter.sandbox.bwrap import BubblewrapSandbox
+from arbiter.sandbox.fusion import SandboxFusionSandbox
 from arbiter.service.metrics import Metrics
 from arbiter.verifiers import code
 from arbiter.verifiers.pool import VerifierPool
@@ -29,6 +32,8 @@ class VerifierPolicy:
 
     verifier_workers: int
     verifier_max_queue: int
+    sandbox_backend: Literal["bwrap", "sandbox_fusion"]
+    sandbox_url: str | None
     sandbox_slots: int
     sandbox_max_queue: int
 
@@ -48,10 +53,13 @@ class VerificationService:
         workers = policy.verifier_workers or os.cpu_count() or 1
         self.pool = VerifierPool("verifier", workers, policy.verifier_max_queue, warm=warm)
         self.metrics = metrics
-        self.sandbox: BubblewrapSandbox | None = None
+        self.sandbox: Sandbox | None = None
         self.sandbox_missing: str | None = None  # why code cannot run here
         try:
-            self.sandbox = BubblewrapSandbox(policy.sandbox_slots)
+            if policy.sandbox_backend == "sandbox_fusion":
+                self.sandbox = SandboxFusionSandbox(policy.sandbox_url, policy.sandbox_slots)
+            else:
+                self.sandbox = BubblewrapSandbox(policy.sandbox_slots)
         except SandboxUnavailable as exc:
             self.sandbox_missing = str(exc)
         self.sandbox_room = policy.sandbox_slots + policy.sandbox_max_queue
