@@ -397,7 +397,9 @@ def test_builtin_default_spec_loads_and_composes():
     check_spec(resolved, {"main"}, judge_available=False, normalization={"main": (1.0, 2.0)})
     out = run(resolved, {"rm": [3.0, 3.0]}, items(["short", "word " * 400]), normalization={"main": (1.0, 2.0)})
     np.testing.assert_allclose(out.rewards, [1.0, 1.0 - 0.01 * 100])
-    with pytest.raises(NotFound, match=r"no reward spec named 'nope'; known: \['default'"):
+    with pytest.raises(
+        NotFound, match=r"no reward spec named 'nope'; known: \['code', 'default', 'helpful-harmless', 'math'\]"
+    ):
         library.get("nope")
 
 
