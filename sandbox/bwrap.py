@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from arbiter.errors import QueueFull
 from arbiter.sandbox.base import Run, SandboxLimits, SandboxUnavailable
 
 FIRST_UID = 61000  # users nobody else has: each slot runs as its own
@@ -33,7 +32,9 @@ def find_python() -> str:
 
 
 class BubblewrapSandbox:
-    def __init__(self, slots: int = 4, max_queue: int = 256, python: str | None = None) -> None:
+    def __init__(self, slots: int = 4, python: str | None = None) -> None:
+        """`slots` runs at once; the rest wait for a slot (how many may wait is the server's admission, in
+        service/runtime/verifying.py)."""
         for tool in ("bwrap", "prlimit", "setpriv"):
             if shutil.which(tool) is None:
                 raise SandboxUnavailable(f"{tool} is not installed (Debian: apt-get install bubblewrap util-linux)")
@@ -44,9 +45,8 @@ class BubblewrapSandbox:
                 "the bubblewrap sandbox runs each program as a user of its own: start the server as root"
             )
         self.python = python or find_python()
-        self.slots, self.max_queue = slots, max_queue
+        self.slots = slots
         self._free: asyncio.Queue[int] | None = None  # made in the loop that uses it
-        self.waiting = 0
         self.in_flight = 0
 
     def _uids(self) -> asyncio.Queue[int]:
@@ -59,13 +59,7 @@ class BubblewrapSandbox:
     async def run(self, program: str, stdin: str = "", limits: SandboxLimits | None = None) -> Run:
         limits = limits or SandboxLimits()
         free = self._uids()
-        if free.empty() and self.waiting >= self.max_queue:
-            raise QueueFull(f"the sandbox has {self.slots} runs going and {self.waiting} waiting", retry_after=1.0)
-        self.waiting += 1
-        try:
-            uid = await free.get()
-        finally:
-            self.waiting -= 1
+        uid = await free.get()
         self.in_flight += 1
         try:
             return await self._run(uid, program, stdin, limits)
@@ -154,9 +148,6 @@ class BubblewrapSandbox:
             )
         finally:
             shutil.rmtree(root, ignore_errors=True)
-
-    def close(self) -> None:
-        """Runs end with their requests; nothing is kept between them."""
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:

@@ -71,6 +71,3 @@ class SandboxFusionSandbox:
             output_truncated=len(str(result.get("stdout") or "")) > limits.output_bytes,
             wall_s=float(result.get("execution_time") or 0.0),
         )
-
-    def close(self) -> None:
-        """The connection pool closes with the loop that made it."""

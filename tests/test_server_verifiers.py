@@ -215,3 +215,23 @@ def test_the_builtin_code_spec_runs_humaneval_in_the_sandbox(server, face):
     assert got.mask == [False] * 9
     assert httpx.get(server.url + "/healthz").status_code == 200
     assert "arbiter_sandbox_runs_in_flight 0.0" in httpx.get(server.url + "/metrics").text
+
+
+def test_get_reward_with_a_spec_refuses_bad_input(server):
+    def ask(spec: str, body: dict) -> tuple[int, str]:
+        answer = httpx.post(server.url + "/get_reward", params={"spec": spec}, json=body, timeout=30)
+        return answer.status_code, answer.json()["error"]["code"]
+
+    assert ask("math", {"query": ["q A: 1", "q A: 2"], "prompts": ["q", "q"], "labels": ["1"]}) == (
+        400,
+        "invalid_input",
+    )
+    assert ask("math", {"query": ["q A: 1"], "prompts": ["q"]}) == (400, "invalid_input")  # math needs labels
+    assert ask("nope", {"query": ["q A: 1"], "prompts": ["q"], "labels": ["1"]})[0] == 404
+    assert ask("x" * 201, {"query": ["q A: 1"], "labels": ["1"]}) == (422, "invalid_request")
+    good = httpx.post(
+        server.url + "/get_reward",
+        params={"spec": "math"},
+        json={"query": ["q A: 1"], "prompts": ["q"], "labels": ["1"]},
+    )
+    assert good.json()["rewards"] == [1.0]
