@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from arbiter.errors import NotFound
+from arbiter.rewards.parts import Part, read
 from arbiter.verifiers.registry import VERIFIERS, Rules, VerifierName
 
 BUILTIN = Path(__file__).resolve().parent / "specs"
@@ -144,7 +145,17 @@ class _Component(_Strict):
         return []
 
 
-class ModelComponent(_Component):
+class LeafComponent(_Component):
+    """A component computed from the item's response, or from the `part` of it the spec names (rewards/parts.py):
+    a reward model on the reasoning, a verifier on the answer."""
+
+    part: Part = "response"
+
+    def read(self, response: str) -> str:
+        return read(response, self.part)
+
+
+class ModelComponent(LeafComponent):
     """A served reward model's raw score, fetched by the server under the component's name. Without `model`, the
     server's default model: the server resolves it (a copy with `model` set) before check_spec and compose."""
 
@@ -152,7 +163,7 @@ class ModelComponent(_Component):
     model: str | None = Field(None, min_length=1)
 
 
-class JudgeComponent(_Component):
+class JudgeComponent(LeafComponent):
     """The LLM judge's absolute score on [0, 1], fetched by the server under the component's name."""
 
     kind: Literal["judge"]
@@ -160,7 +171,7 @@ class JudgeComponent(_Component):
     principles: list[str] | None = Field(None, min_length=1)
 
 
-class RuleComponent(_Component):
+class RuleComponent(LeafComponent):
     """Computed from the item itself: the response's length in words (str.split) or characters."""
 
     kind: Literal["rule"]
@@ -168,7 +179,7 @@ class RuleComponent(_Component):
     unit: Literal["words", "chars"] = "words"
 
 
-class VerifierComponent(_Component):
+class VerifierComponent(LeafComponent):
     """A verifier's score per item (verifiers/): 1 right, 0 wrong, or a share (f1), from the item's response and its
     `label`, computed by the server in its verifier pool. `options` are the verifier's own rules (for `format`,
     which format). Items whose `data_source` is not in `data_sources` (when given) are not verified: they get
@@ -237,7 +248,6 @@ ComponentSpec = Annotated[
     ModelComponent | JudgeComponent | RuleComponent | VerifierComponent | EnsembleComponent | Llama2Component,
     Field(discriminator="kind"),
 ]
-LEAF_KINDS = ("model", "judge", "rule", "verifier")
 
 
 class RewardTerm(BaseModel):
@@ -400,10 +410,10 @@ def topological_order(spec: RewardSpec) -> list[ComponentSpec]:
     return out
 
 
-def leaves(spec: RewardSpec) -> list[ComponentSpec]:
+def leaves(spec: RewardSpec) -> list[LeafComponent]:
     """The model, judge, rule and verifier components, in dependency order. The server fetches `model`, `judge` and
     `verifier` ones and passes them to compose() keyed by component name; compose computes `rule` ones itself."""
-    return [c for c in topological_order(spec) if c.kind in LEAF_KINDS]
+    return [c for c in topological_order(spec) if isinstance(c, LeafComponent)]
 
 
 # -- loading --------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The README's copy-paste Python, run as written against a real server (its addresses swapped for the test
-server's): the client, TRL, OpenRLHF, veRL and PPO-loop sections."""
+server's): the client, TRL, OpenRLHF, veRL, PPO-loop, reward-spec and verifiable-reward sections."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SECTIONS = (
     "Use from veRL",
     "Your own PPO loop",
     "Reward specs",
+    "Verifiable rewards",
 )
 
 

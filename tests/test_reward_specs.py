@@ -12,6 +12,7 @@ import pytest
 
 from arbiter.errors import NotFound
 from arbiter.rewards.compose import ItemContext, compose, running_key
+from arbiter.rewards.parts import read
 from arbiter.rewards.running import RunningStats
 from arbiter.rewards.spec import (
     SpecError,
@@ -397,9 +398,8 @@ def test_builtin_default_spec_loads_and_composes():
     check_spec(resolved, {"main"}, judge_available=False, normalization={"main": (1.0, 2.0)})
     out = run(resolved, {"rm": [3.0, 3.0]}, items(["short", "word " * 400]), normalization={"main": (1.0, 2.0)})
     np.testing.assert_allclose(out.rewards, [1.0, 1.0 - 0.01 * 100])
-    with pytest.raises(
-        NotFound, match=r"no reward spec named 'nope'; known: \['code', 'default', 'helpful-harmless', 'math'\]"
-    ):
+    known = r"\['code', 'default', 'grpo-math', 'helpful-harmless', 'math'\]"
+    with pytest.raises(NotFound, match=rf"no reward spec named 'nope'; known: {known}"):
         library.get("nope")
 
 
@@ -448,3 +448,35 @@ def test_verifier_values_are_composed_like_any_fetched_leaf():
     result = run(spec, {"correct": [1.0, 0.0, 1.0, 1.0]}, items(["a", "a b", "a", "a"], groups=["q", "q", "r", "r"]))
     assert result.components["correct"].tolist() == [1.0, 0.0, 1.0, 1.0]
     assert np.allclose(result.rewards, [1.0, -1.0, 0.0, 0.0], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("response", "reasoning", "answer"),
+    [
+        ("<think> a </think> b ", "a", "b"),
+        ("no block at all", "", "no block at all"),
+        ("<think>cut at the token limit", "cut at the token limit", ""),
+        ("<think>a</think>b<think>c</think>d", "a", "b<think>c</think>d"),  # the first block is the reasoning
+        ("</think>x", "", "</think>x"),  # a close with no open is text
+    ],
+)
+def test_parts_of_a_response(response: str, reasoning: str, answer: str):
+    assert read(response, "reasoning") == reasoning and read(response, "answer") == answer
+    assert read(response, "response") == response
+
+
+def test_components_read_the_part_the_spec_names():
+    spec = spec_of(
+        [
+            {"name": "thinking", "kind": "rule", "rule": "length", "part": "reasoning"},
+            {"name": "answer_chars", "kind": "rule", "rule": "length", "unit": "chars", "part": "answer"},
+        ],
+        reward=[{"component": "thinking", "weight": 1.0}, {"component": "answer_chars", "weight": 1.0}],
+        transforms=[{"kind": "length_penalty", "coef": 1.0, "target": 0}],
+    )
+    result = run(spec, {}, items(["<think>one two three</think>four", "five six"]))
+    assert result.components["thinking"].tolist() == [3.0, 0.0]
+    assert result.components["answer_chars"].tolist() == [4.0, 8.0]
+    # length_penalty on the total counts the whole response's words, whatever parts the components read
+    assert result.rewards.tolist() == [7.0 - 3.0, 8.0 - 2.0]
+    assert "part" in error_of({"name": "t", "version": "1", "components": [rm(part="thoughts")], "reward": []})

@@ -1,7 +1,8 @@
 """Verifier components served: the built-in `math` spec on real GSM8K solutions over HTTP and gRPC (each reward
-the verifier's own verdict, called directly), a spec that composes math, format and the reward model (the GRPO
-recipe), routing by data_source in one mixed batch, every failure status with its mask, and the refusals: a
-missing label, a spec that fails on a failure, a full verifier pool (429 before anything runs)."""
+the verifier's own verdict, called directly), the built-in `grpo-math` that composes math on the answer, format
+and the reward model on the reasoning (the GRPO recipe), routing by data_source in one mixed batch, every failure
+status with its mask, and the refusals: a missing label, a spec that fails on a failure, a full verifier pool (429
+before anything runs)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
+from arbiter.bundle import load_bundle
 from arbiter.clients import RewardClient
+from arbiter.rewards.spec import BUILTIN
 from arbiter.verifiers import format as fmt
 from arbiter.verifiers import math
 from tests.server import running_server
@@ -21,18 +24,6 @@ from tests.server import running_server
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "verifiable" / "gsm8k_model_solutions.jsonl"
 RUNS_FOR_MINUTES = r"So the answer is $\boxed{9^{9^{9^{9}}}}$"
 SPECS = {
-    "grpo-math": """name: grpo-math
-version: "1"
-description: math correctness, a small format bonus, the reward model on the whole response
-components:
-  - {name: correct, kind: verifier, verifier: math, options: {extract: [tag, auto], tag: answer}}
-  - {name: formatted, kind: verifier, verifier: format, options: {format: think_answer}}
-  - {name: rm, kind: model}
-reward:
-  - {component: correct, weight: 1.0}
-  - {component: formatted, weight: 0.1}
-  - {component: rm, weight: 0.05}
-""",
     "routed": """name: routed
 version: "1"
 components:
@@ -95,12 +86,15 @@ def test_the_builtin_math_spec_rewards_gsm8k_solutions_as_the_verifier_does(serv
     assert answer.mask == [False] * len(items) and answer.failure_kind == [None] * len(items)
 
 
-def test_math_format_and_the_reward_model_compose_for_grpo(server):
+def test_the_builtin_grpo_math_spec_composes_math_format_and_the_reward_model_on_the_reasoning(
+    server, bundle_dir, reference
+):
+    reasoning = ["16 - 3 - 4 = 9 eggs, 9 * 2 = 18", "16 - 3 = 13, 13 * 2 = 26", "", "I do not know"]
     responses = [
-        "<think>16 - 3 - 4 = 9 eggs, 9 * 2 = 18</think><answer>18</answer>",  # right, well formed
-        "<think>16 - 3 = 13, 13 * 2 = 26</think><answer>26</answer>",  # wrong, well formed
-        "16 - 3 - 4 = 9 and 9 * 2 = 18, so the final answer is 18",  # right, no format
-        "<think>I do not know</think><answer></answer>",  # no answer (and an empty answer tag is no format)
+        f"<think>{reasoning[0]}</think><answer>18</answer>",  # right, well formed
+        f"<think>{reasoning[1]}</think>\n<answer>26</answer>",  # wrong, well formed
+        "16 - 3 - 4 = 9 and 9 * 2 = 18, so the final answer is 18",  # right, no format and no reasoning
+        f"<think>{reasoning[3]}</think><answer></answer>",  # no answer (and an empty answer tag is no format)
     ]
     body = {
         "spec": "grpo-math",
@@ -110,10 +104,16 @@ def test_math_format_and_the_reward_model_compose_for_grpo(server):
     assert answer.status_code == 200, answer.text
     got = answer.json()
     assert got["components"]["correct"] == [1.0, 0.0, 1.0, 0.0]
-    assert got["components"]["formatted"] == [1.0, 1.0, 0.0, 0.0]
+    assert got["components"]["format"] == [1.0, 1.0, 0.0, 0.0]
     assert [v["status"] for v in got["verifications"]["correct"]] == ["ok", "wrong", "ok", "no_answer"]
-    rm = np.array(got["components"]["rm"])
-    expected = np.array([1.0, 0.0, 1.0, 0.0]) + 0.1 * np.array([1.0, 1.0, 0.0, 0.0]) + 0.05 * rm
+    assert [v["extracted"] for v in got["verifications"]["correct"]][:2] == ["18", "26"]  # read after </think>
+    # The reward model read the reasoning alone: its stored normalization, then the spec's clip.
+    norm = load_bundle(bundle_dir).manifest.normalization
+    on_reasoning = np.clip((reference(["Janet's ducks?"] * 4, reasoning) - norm.mean) / norm.std, -2, 2)
+    on_responses = np.clip((reference(["Janet's ducks?"] * 4, responses) - norm.mean) / norm.std, -2, 2)
+    helpful = np.array(got["components"]["helpful"])
+    assert np.allclose(helpful, on_reasoning, atol=1e-4) and not np.allclose(helpful, on_responses, atol=1e-4)
+    expected = np.array([1.0, 0.0, 1.0, 0.0]) + 0.1 * np.array([1.0, 1.0, 0.0, 0.0]) + 0.05 * helpful
     assert np.allclose(got["rewards"], expected)
     assert got["mask"] == [False] * 4  # no answer falls back to 0 (on_no_answer: fallback), unmasked
     assert got["failure_kind"] == [None, None, None, "correct: no_answer"]
@@ -183,7 +183,7 @@ def test_a_full_verifier_pool_refuses_the_whole_request_before_running_any(bundl
 
 
 def test_format_verifier_rules_are_checked_when_the_spec_loads(bundle_dir: Path, tmp_path: Path):
-    bad = SPECS["grpo-math"].replace("{format: think_answer}", "{format: regex}")
+    bad = (BUILTIN / "grpo-math.yaml").read_text().replace("{format: think_answer}", "{format: regex}")
     (tmp_path / "bad.yaml").write_text(bad.replace("name: grpo-math", "name: bad"))
     flags = ["--bundles", f"rm={bundle_dir}", "--reward-specs", str(tmp_path / "bad.yaml"), "--judge-backend", "off"]
     with running_server(tmp_path, *flags, wait_ready=False) as broken:

@@ -32,12 +32,15 @@ from arbiter.clients.protocol import (
 )
 from arbiter.errors import InvalidInput, NotFound, NotReady, validation_details
 from arbiter.rewards.compose import ItemContext, RewardResult, compose
+from arbiter.rewards.parts import read
 from arbiter.rewards.running import RunningStats
 from arbiter.rewards.spec import (
     BUILTIN,
-    ComponentSpec,
     JudgeComponent,
+    LeafComponent,
+    ModelComponent,
     RewardSpec,
+    RuleComponent,
     SpecError,
     SpecLibrary,
     VerifierComponent,
@@ -191,7 +194,7 @@ class RewardPipelines:
     async def reward(self, request: RewardRequest, caller: Principal) -> RewardResponse:
         self.limits.items(len(request.items))
         spec = self.spec(request.spec)
-        if any(c.kind == "judge" for c in leaves(spec)):
+        if any(isinstance(c, JudgeComponent) for c in leaves(spec)):
             caller.require("judge", f"the reward spec {spec.name!r} (it has a judge component)")
         items = [
             ItemContext(
@@ -253,14 +256,26 @@ class RewardPipelines:
     ) -> RewardResult:
         """Encode for every model, build every judge request, count every verification; admit them all, and only
         then queue any. `checked` receives each verifier component's verdicts."""
-        sources = [c for c in leaves(spec) if c.kind in ("model", "judge", "verifier")]
-        prompts, responses = [i.prompt for i in items], [i.response for i in items]
-        models = {c.model: self.registry.get(c.model) for c in sources if c.kind == "model"}
+        sources = [c for c in leaves(spec) if not isinstance(c, RuleComponent)]  # compose computes rules
+        prompts = [i.prompt for i in items]
+        reads = {  # each part of the responses that a model or a judge reads
+            part: [read(i.response, part) for i in items]
+            for part in {c.part for c in sources if isinstance(c, ModelComponent | JudgeComponent)}
+        }
+        # A model is encoded once per part its components read.
+        reading = {(c.model, c.part) for c in sources if isinstance(c, ModelComponent)}
+        models = {name: self.registry.get(name) for name, _ in reading}
         encoded = dict(
-            zip(models, await asyncio.gather(*(m.encode(prompts, responses) for m in models.values())), strict=True)
+            zip(
+                reading,
+                await asyncio.gather(*(models[name].encode(prompts, reads[part]) for name, part in reading)),
+                strict=True,
+            )
         )
         self.limits.tokens(encoded.values())
-        judged = {c.name: self._judge_request(c, prompts, responses) for c in sources if c.kind == "judge"}
+        judged = {
+            c.name: self._judge_request(c, prompts, reads[c.part]) for c in sources if isinstance(c, JudgeComponent)
+        }
         for judge_request in judged.values():
             assert self.judging is not None  # checked when the spec was loaded
             self.judging.admit(judge_request)
@@ -268,9 +283,10 @@ class RewardPipelines:
         self.verification.admit(verifiers, items)  # last: what it reserves, the runs below give back
         by_verifier = {} if checked is None else checked
 
-        async def fetch(component: ComponentSpec) -> np.ndarray:
-            if component.kind == "model":
-                return await models[component.model].run(encoded[component.model])
+        async def fetch(component: LeafComponent) -> np.ndarray:
+            if isinstance(component, ModelComponent):
+                assert component.model is not None  # the server names the default model before it serves a spec
+                return await models[component.model].run(encoded[component.model, component.part])
             if isinstance(component, VerifierComponent):
                 by_verifier[component.name] = await self.verification.check(component, items)
                 return by_verifier[component.name].values
@@ -287,8 +303,7 @@ class RewardPipelines:
             raise InvalidInput(str(exc)) from exc
 
     @staticmethod
-    def _judge_request(component: ComponentSpec, prompts: Sequence[Prompt], responses: list[str]) -> JudgeRequest:
-        assert isinstance(component, JudgeComponent)  # the caller picked the judge leaves
+    def _judge_request(component: JudgeComponent, prompts: Sequence[Prompt], responses: list[str]) -> JudgeRequest:
         return JudgeRequest(
             mode="absolute",
             constitution=component.constitution,

@@ -102,13 +102,13 @@ class VerificationService:
         async def one(item: ItemContext) -> Verification:
             if not component.routed(item.data_source):
                 return Verification(status="skipped", score=component.otherwise)
-            started = time.perf_counter()
+            started, response = time.perf_counter(), component.read(item.response)
             if verifier.sandboxed:
-                verdict = await self._program(item, rules)
+                verdict = await self._program(response, item.label, rules)
             else:
                 assert verifier.check is not None  # every verifier that is not sandboxed checks in the pool
                 verdict = await self.pool.run(
-                    verifier.check, item.response, item.label, rules, timeout=rules.timeout_s, reserved=True
+                    verifier.check, response, item.label, rules, timeout=rules.timeout_s, reserved=True
                 )
             self.metrics.verification_seconds.labels(component.verifier).observe(time.perf_counter() - started)
             self.metrics.verifications.labels(component.verifier, verdict.status).inc()
@@ -137,12 +137,12 @@ class VerificationService:
             )
         return Checked(np.array(values, dtype=np.float64), verifications, masked, failures)
 
-    async def _program(self, item: ItemContext, rules: Rules) -> Verdict:
+    async def _program(self, response: str, label: object, rules: Rules) -> Verdict:
         try:
             if self.sandbox is None:
                 return Verdict(0.0, "error", None, f"code cannot run on this server: {self.sandbox_missing}")
             assert isinstance(rules, code.CodeRules)
-            return await code.check(item.response, item.label, rules, self.sandbox)
+            return await code.check(response, label, rules, self.sandbox)
         finally:
             self.sandboxed -= 1
 
