@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -116,6 +117,23 @@ def test_a_runaway_expression_is_stopped_and_the_others_are_untouched(pool: Veri
     assert runaway.status == "timeout" and "stopped" in (runaway.detail or "")
     assert fine.status == "ok"
     assert asyncio.run(pool.run(math.check, "A: 7", "7", math.MathRules(), timeout=5)).status == "ok"
+
+
+def test_a_chunk_with_a_runaway_in_it_blames_that_item_alone(pool: VerifierPool):
+    # 40 items go to the workers in chunks; the chunk holding the runaway overruns, and its items run again one by
+    # one, each under its own limit.
+    items: list[tuple[str, object]] = [(f"A: {i}", str(i if i % 3 else i + 1)) for i in range(40)]
+    items[17] = (RUNS_FOR_MINUTES, "1")
+    items[25] = ("A: 1", True)  # a label that is not an answer: an error verdict for this item only
+    started = time.perf_counter()
+    verdicts = asyncio.run(pool.run_all(math.check, items, math.MathRules(), timeout=1.5))
+    assert time.perf_counter() - started < 3 * 1.5 + 2  # the chunk's limit, then the runaway's own, not one per item
+    assert verdicts[17].status == "timeout" and verdicts[25].status == "error"
+    expected = ["wrong" if i % 3 == 0 else "ok" for i in range(40)]
+    assert [v.status for i, v in enumerate(verdicts) if i not in (17, 25)] == [
+        e for i, e in enumerate(expected) if i not in (17, 25)
+    ]
+    assert pool.admitted == 0
 
 
 def test_the_pool_works_from_threads_other_than_the_main_one(pool: VerifierPool):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
@@ -21,6 +21,20 @@ from arbiter.errors import QueueFull
 from arbiter.verifiers.verdict import Verdict
 
 log = logging.getLogger("arbiter.verifiers")
+CHUNK = 16  # items per worker task at most: the round trip is shared, a slow item holds back few others
+Checker = Callable[[str, object, Any], Verdict]
+
+
+def check_each(verifier: Checker, items: list[tuple[str, object]], rules: object) -> list[Verdict | str]:
+    """In a worker: each item's verdict, or, where the verifier raised, the exception's repr (for the server's log;
+    the rest of the chunk goes on)."""
+    verdicts: list[Verdict | str] = []
+    for response, label in items:
+        try:
+            verdicts.append(verifier(response, label, rules))
+        except Exception as exc:  # the verifier's own failure on this item: reported on it, and in the log
+            verdicts.append(f"{type(exc).__name__}: {exc}")
+    return verdicts
 
 
 class VerifierPool:
@@ -49,24 +63,64 @@ class VerifierPool:
         self.admitted += count
 
     async def run(
-        self, verifier: Callable[..., Verdict], *args: Any, timeout: float, reserved: bool = False
+        self, verifier: Checker, response: str, label: object, rules: object, *, timeout: float, reserved: bool = False
     ) -> Verdict:
         """The verifier's verdict on one item, or a `timeout` or `error` verdict; QueueFull when the pool is full."""
+        return (await self.run_all(verifier, [(response, label)], rules, timeout=timeout, reserved=reserved))[0]
+
+    async def run_all(
+        self,
+        verifier: Checker,
+        items: Sequence[tuple[str, object]],
+        rules: object,
+        *,
+        timeout: float,
+        reserved: bool = False,
+    ) -> list[Verdict]:
+        """Each item's verdict (response, label), in order. The items go to the workers in chunks, one task each,
+        since a task's round trip costs as much as a whole GSM8K verification. A chunk must finish within one
+        item's limit; one that does not (or whose worker dies) is run again an item at a time, each under its own
+        limit, so that the item to blame alone gets `timeout` or `error`."""
         if not reserved:
-            self.reserve(1)
+            self.reserve(len(items))
         try:
-            future = self._started().schedule(verifier, args=args, timeout=timeout)
-            return await asyncio.wrap_future(future)
+            parts = max(min(self.workers, len(items)), -(-len(items) // CHUNK))
+            size = -(-len(items) // parts) if items else 1
+            chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
+            done = await asyncio.gather(*(self._chunk(verifier, chunk, rules, timeout) for chunk in chunks))
+            return [verdict for verdicts in done for verdict in verdicts]
+        finally:
+            self.admitted -= len(items)
+
+    async def _chunk(
+        self, verifier: Checker, chunk: list[tuple[str, object]], rules: object, timeout: float
+    ) -> list[Verdict]:
+        if len(chunk) > 1:
+            try:
+                future = self._started().schedule(check_each, args=(verifier, chunk, rules), timeout=timeout)
+                return [self._verdict(v) for v in await asyncio.wrap_future(future)]
+            except Exception:  # a timeout, a dead worker: the item to blame is found below
+                pass
+        return list(await asyncio.gather(*(self._one(verifier, item, rules, timeout) for item in chunk)))
+
+    async def _one(self, verifier: Checker, item: tuple[str, object], rules: object, timeout: float) -> Verdict:
+        try:
+            future = self._started().schedule(check_each, args=(verifier, [item], rules), timeout=timeout)
+            return self._verdict((await asyncio.wrap_future(future))[0])
         except TimeoutError:
             return Verdict(0.0, "timeout", None, f"no verdict in {timeout:g} s; its worker was stopped")
         except ProcessExpired as exc:
             log.warning("verifier worker died", extra={"verifier": self.name, "reason": str(exc)})
             return Verdict(0.0, "error", None, f"the verifier's worker died ({exc})")
-        except Exception as exc:  # the verifier's own failure on this item: reported on it, and in the log
+        except Exception as exc:  # the item could not reach a worker (it does not pickle, say)
             log.warning("verifier failed", extra={"verifier": self.name, "reason": repr(exc)})
             return Verdict(0.0, "error", None, f"the verifier failed: {type(exc).__name__}: {exc}")
-        finally:
-            self.admitted -= 1
+
+    def _verdict(self, answer: Verdict | str) -> Verdict:
+        if isinstance(answer, Verdict):
+            return answer
+        log.warning("verifier failed", extra={"verifier": self.name, "reason": answer})
+        return Verdict(0.0, "error", None, f"the verifier failed: {answer}")
 
     def close(self) -> None:
         if self._pool is not None:

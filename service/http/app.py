@@ -42,8 +42,9 @@ from arbiter.service.runtime.runtime import Runtime
 from arbiter.service.settings import ServerSettings
 
 
-def _principal(request: Request) -> Principal:
-    """The caller the access check admitted (service/http/access.py)."""
+async def _principal(request: Request) -> Principal:
+    """The caller the access check admitted (service/http/access.py). Async, so that FastAPI does not hand this
+    lookup to a worker thread on every request."""
     return request.state.principal
 
 

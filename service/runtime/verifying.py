@@ -99,24 +99,22 @@ class VerificationService:
         verifier = VERIFIERS[component.verifier]
         rules = component.rules
 
-        async def one(item: ItemContext) -> Verification:
-            if not component.routed(item.data_source):
-                return Verification(status="skipped", score=component.otherwise)
-            started, response = time.perf_counter(), component.read(item.response)
-            if verifier.sandboxed:
-                verdict = await self._program(response, item.label, rules)
-            else:
-                assert verifier.check is not None  # every verifier that is not sandboxed checks in the pool
-                verdict = await self.pool.run(
-                    verifier.check, response, item.label, rules, timeout=rules.timeout_s, reserved=True
-                )
-            self.metrics.verification_seconds.labels(component.verifier).observe(time.perf_counter() - started)
+        routed = [i for i, item in enumerate(items) if component.routed(item.data_source)]
+        answers = [(component.read(items[i].response), items[i].label) for i in routed]
+        started = time.perf_counter()
+        if verifier.sandboxed:
+            verdicts = list(await asyncio.gather(*(self._program(r, label, rules) for r, label in answers)))
+        else:
+            assert verifier.check is not None  # every verifier that is not sandboxed checks in the pool
+            verdicts = await self.pool.run_all(verifier.check, answers, rules, timeout=rules.timeout_s, reserved=True)
+        seconds = time.perf_counter() - started  # the verdicts of one request come back together
+        verifications = [Verification(status="skipped", score=component.otherwise) for _ in items]
+        for i, verdict in zip(routed, verdicts, strict=True):
+            self.metrics.verification_seconds.labels(component.verifier).observe(seconds)
             self.metrics.verifications.labels(component.verifier, verdict.status).inc()
-            return Verification(
+            verifications[i] = Verification(
                 status=verdict.status, score=verdict.score, extracted=verdict.extracted, detail=verdict.detail
             )
-
-        verifications = list(await asyncio.gather(*(one(item) for item in items)))
         values, masked, failures, refused = [], [], [], []
         for i, v in enumerate(verifications):
             failed = v.status in ("no_answer", "timeout", "error")
