@@ -81,6 +81,7 @@ REWARD = Operation("reward", "score", SCORING, "POST", "/v1/reward", _rpc("Rewar
 REWARD_SPECS = Operation("reward_specs", "score", READING, "GET", "/v1/reward-specs")
 REWARD_SPEC_STATS = Operation("reward_spec_stats", "score", READING, "GET", "/v1/reward-specs/{name}/stats")
 GET_REWARD = Operation("get_reward", "score", SCORING, "POST", "/get_reward")  # OpenRLHF's remote reward model
+REWARD_SAMPLE = Operation("reward_sample", "score", SCORING, "POST", "/v1/reward/sample")  # slime's remote_rm
 JUDGE = Operation("judge", "judge", SCORING, "POST", "/v1/judge", _rpc("Judge"))
 CONSTITUTIONS = Operation("constitutions", "judge", READING, "GET", "/v1/constitutions")
 ADMIN_RELOAD = Operation("admin_reload", "admin", WRITING, "POST", "/v1/admin/reload")
@@ -136,6 +137,7 @@ OPERATIONS: tuple[Operation, ...] = (
     REWARD_SPECS,
     REWARD_SPEC_STATS,
     GET_REWARD,
+    REWARD_SAMPLE,
     JUDGE,
     CONSTITUTIONS,
     ADMIN_RELOAD,

@@ -309,6 +309,27 @@ class RewardResponse(Wire):
     )
 
 
+class SampleRewardRequest(BaseModel):
+    """One sample, as slime's `remote_rm` posts it (`--rm-type remote_rm --rm-url
+    http://host:8000/v1/reward/sample?spec=math`): its prompt, its response and its label."""
+
+    model_config = ConfigDict(extra="allow")  # a trainer's own fields beside these are not the server's concern
+    prompt: Prompt
+    response: Text
+    label: JsonValue = None
+
+
+class SampleRewardResponse(Wire):
+    """slime takes the reward from `reward` with `--reward-key reward`; the rest is there to be logged."""
+
+    reward: float
+    spec: str
+    spec_version: str
+    components: dict[str, float]
+    mask: bool = Field(False, description="a verifier failed and the spec masks such samples: leave it out of the loss")
+    failure_kind: str | None = None
+
+
 class RewardSpecInfo(Wire):
     name: str
     version: str

@@ -235,3 +235,28 @@ def test_get_reward_with_a_spec_refuses_bad_input(server):
         json={"query": ["q A: 1"], "prompts": ["q"], "labels": ["1"]},
     )
     assert good.json()["rewards"] == [1.0]
+
+
+def test_one_sample_as_slimes_remote_rm_posts_it(server):
+    # slime cannot be installed here (it needs Megatron-LM and SGLang): this is the payload its
+    # rollout/rm_hub remote_rm posts to --rm-url, {prompt, response, label} and nothing else, and its
+    # --reward-key reward reads the answer.
+    url = server.url + "/v1/reward/sample"
+    question = "Janet's ducks lay 16 eggs. How much does she make?"
+    right = {"prompt": question, "response": "<think>9 * 2 = 18</think><answer>18</answer>", "label": "18"}
+    answer = httpx.post(url, params={"spec": "grpo-math"}, json=right, timeout=30).json()
+    assert answer["spec"] == "grpo-math" and answer["components"]["correct"] == 1.0
+    assert answer["reward"] == pytest.approx(1.0 + 0.1 + 0.05 * answer["components"]["helpful"])
+    assert answer["mask"] is False and answer["failure_kind"] is None
+    batch = reward(server, {"spec": "grpo-math", "items": [{**right, "group": "q"}]}).json()
+    assert answer["reward"] == pytest.approx(batch["rewards"][0])  # the same reward as /v1/reward gives it
+
+    chat = {"prompt": [{"role": "user", "content": question}], "response": "The answer is 17.", "label": "18"}
+    assert httpx.post(url, params={"spec": "math"}, json=chat).json()["reward"] == 0.0
+    runaway = httpx.post(url, params={"spec": "impatient"}, json={**right, "response": RUNS_FOR_MINUTES}).json()
+    assert runaway["mask"] is True and runaway["failure_kind"] == "correct: timeout" and runaway["reward"] == -1.0
+
+    refused = httpx.post(url, params={"spec": "math"}, json={"prompt": question, "response": "18"})
+    assert refused.status_code == 400 and refused.json()["error"]["request_id"]  # math needs the label
+    assert httpx.post(url, params={"spec": "math"}, json={"prompt": question}).status_code == 422
+    assert httpx.post(url, params={"spec": "nope"}, json=right).status_code == 404

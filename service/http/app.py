@@ -27,6 +27,8 @@ from arbiter.clients.protocol import (
     RewardRequest,
     RewardResponse,
     RewardSpecList,
+    SampleRewardRequest,
+    SampleRewardResponse,
     ScoreRequest,
     ScoreResponse,
 )
@@ -121,6 +123,15 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
         if spec is not None:
             return await runtime.pipelines.openrlhf(request, spec, caller)
         return await scoring.openrlhf(request)
+
+    @app.post("/v1/reward/sample", response_model=SampleRewardResponse)
+    async def reward_sample(
+        request: SampleRewardRequest, caller: Caller, spec: Annotated[str | None, Query(max_length=200)] = None
+    ) -> SampleRewardResponse:
+        """One sample as slime's remote_rm posts it (`--rm-type remote_rm --rm-url
+        http://host:8000/v1/reward/sample?spec=NAME --reward-key reward`): the spec's reward (the default spec
+        without `spec`), its components, and whether the sample is masked."""
+        return await runtime.pipelines.sample(request, spec, caller)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

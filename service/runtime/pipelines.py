@@ -24,10 +24,13 @@ from arbiter.clients.protocol import (
     JudgeRequest,
     OpenRLHFRewardRequest,
     OpenRLHFRewardResponse,
+    RewardItem,
     RewardRequest,
     RewardResponse,
     RewardSpecInfo,
     RewardSpecList,
+    SampleRewardRequest,
+    SampleRewardResponse,
     plain_prompt,
 )
 from arbiter.errors import InvalidInput, NotFound, NotReady, validation_details
@@ -250,6 +253,21 @@ class RewardPipelines:
         if answer.mask is not None:
             logs["arbiter_masked"] = [float(m) for m in answer.mask]
         return OpenRLHFRewardResponse(rewards=answer.rewards, scores=answer.rewards, extra_logs=logs)
+
+    async def sample(self, request: SampleRewardRequest, spec: str | None, caller: Principal) -> SampleRewardResponse:
+        """/v1/reward/sample: one sample through a reward spec, as slime's remote_rm sends it (its prompt is its
+        group, so a spec's group_norm sees a group of one)."""
+        group = group_id(plain_prompt(request.prompt))
+        item = RewardItem(prompt=request.prompt, response=request.response, label=request.label, group=group)
+        answer = await self.reward(RewardRequest(spec=spec, items=[item]), caller)
+        return SampleRewardResponse(
+            reward=answer.rewards[0],
+            spec=answer.spec,
+            spec_version=answer.spec_version,
+            components={name: values[0] for name, values in answer.components.items()},
+            mask=bool(answer.mask and answer.mask[0]),
+            failure_kind=answer.failure_kind[0] if answer.failure_kind else None,
+        )
 
     async def _evaluate(
         self, spec: RewardSpec, items: list[ItemContext], update: bool = True, checked: dict[str, Checked] | None = None
