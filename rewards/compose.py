@@ -114,8 +114,8 @@ def compose(
             leaves[c.name] = values
             stats = normalization.get(c.model) if isinstance(c, ModelComponent) and c.model is not None else None
         elif isinstance(c, RuleComponent):
-            read = [c.read(i.response) for i in items]
-            values = np.fromiter((len(t.split()) if c.unit == "words" else len(t) for t in read), np.float64, n)
+            texts = [c.read(i.response) for i in items]
+            values = np.fromiter((len(t.split()) if c.unit == "words" else len(t) for t in texts), np.float64, n)
             leaves[c.name] = values
         elif isinstance(c, EnsembleComponent):
             stacked = np.stack([components[m] for m in c.members])

@@ -172,7 +172,8 @@ class JudgeComponent(LeafComponent):
 
 
 class RuleComponent(LeafComponent):
-    """Computed from the item itself: the response's length in words (str.split) or characters."""
+    """Computed from the item itself: the length of the response (or of its `part`) in words (str.split) or
+    characters."""
 
     kind: Literal["rule"]
     rule: Literal["length"]

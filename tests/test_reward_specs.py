@@ -457,7 +457,8 @@ def test_verifier_values_are_composed_like_any_fetched_leaf():
         ("no block at all", "", "no block at all"),
         ("<think>cut at the token limit", "cut at the token limit", ""),
         ("<think>a</think>b<think>c</think>d", "a", "b<think>c</think>d"),  # the first block is the reasoning
-        ("</think>x", "", "</think>x"),  # a close with no open is text
+        ("a </think> b", "a", "b"),  # the prompt opened the block (DeepSeek-R1's template)
+        ("a </think> b </think> c", "a", "b </think> c"),
     ],
 )
 def test_parts_of_a_response(response: str, reasoning: str, answer: str):

@@ -234,3 +234,36 @@ def test_format_rules(rules, response, right):
 def test_format_rules_that_cannot_work_are_refused_when_the_spec_loads(rules):
     with pytest.raises(ValueError):
         fmt.FormatRules.model_validate(rules)
+
+
+def test_room_taken_for_a_request_comes_back_when_its_checks_are_cancelled():
+    # A cancelled request (a client gone, a gRPC deadline): checks that never began must not keep their room.
+    from arbiter.rewards.compose import ItemContext
+    from arbiter.rewards.spec import VerifierComponent
+    from arbiter.service.metrics import Metrics
+    from arbiter.service.runtime.verifying import VerificationService, VerifierPolicy
+
+    policy = VerifierPolicy(1, 8, "bwrap", None, 1, 8)
+    service = VerificationService(policy, Metrics())
+    component = VerifierComponent(name="correct", kind="verifier", verifier="math", options={"timeout_s": 1})
+    items = [ItemContext(prompt="q", response=RUNS_FOR_MINUTES, label="1") for _ in range(3)]
+
+    second = component.model_copy(update={"name": "again"})
+
+    async def cancelled() -> None:
+        reservation = service.admit([component, second], items)
+        began = asyncio.ensure_future(service.check(component, items, reservation))
+        await asyncio.sleep(0.2)  # the first check is running
+        never = asyncio.ensure_future(service.check(second, items, reservation))
+        began.cancel()
+        never.cancel()  # before its first step: it never takes its room
+        service.release(reservation)
+        await asyncio.gather(began, never, return_exceptions=True)
+        assert never.cancelled()
+
+    try:
+        asyncio.run(cancelled())
+        assert service.pool.admitted == 0 and service.sandboxed == 0
+        service.admit([component], items * 3)  # the whole room is free again: 9 fit a pool of 1 + 8
+    finally:
+        service.close()

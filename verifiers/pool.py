@@ -10,8 +10,10 @@ refused at once with 429, as the model queues do. A verifier that raises, or a w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,18 +24,22 @@ from arbiter.verifiers.verdict import Verdict
 
 log = logging.getLogger("arbiter.verifiers")
 CHUNK = 16  # items per worker task at most: the round trip is shared, a slow item holds back few others
+CHUNK_LIMITS = 2  # a chunk's deadline, in items' limits
 Checker = Callable[[str, object, Any], Verdict]
 
 
 def check_each(verifier: Checker, items: list[tuple[str, object]], rules: object) -> list[Verdict | str]:
-    """In a worker: each item's verdict, or, where the verifier raised, the exception's repr (for the server's log;
-    the rest of the chunk goes on)."""
+    """In a worker: each item's verdict with the time it took, or, where the verifier raised, the exception's repr
+    (for the server's log; the rest of the chunk goes on)."""
     verdicts: list[Verdict | str] = []
     for response, label in items:
+        started = time.perf_counter()
         try:
-            verdicts.append(verifier(response, label, rules))
+            verdict = verifier(response, label, rules)
         except Exception as exc:  # the verifier's own failure on this item: reported on it, and in the log
             verdicts.append(f"{type(exc).__name__}: {exc}")
+        else:
+            verdicts.append(dataclasses.replace(verdict, seconds=time.perf_counter() - started))
     return verdicts
 
 
@@ -52,7 +58,8 @@ class VerifierPool:
 
     def reserve(self, count: int) -> None:
         """Room for `count` items, all or none (QueueFull): a request is admitted whole before any of it runs.
-        Each reserved item is then run with `run(..., reserved=True)`, which gives its room back."""
+        Reserved items are then run with `run_all(..., reserved=True)`, which gives their room back; room for items
+        that will not run after all goes back with `release`."""
         if self.admitted + count > self.workers + self.max_queue:
             raise QueueFull(
                 f"the {self.name} pool has {self.admitted} items running or waiting and {count} more do not fit "
@@ -61,6 +68,9 @@ class VerifierPool:
                 details={"limit": "verifier_max_queue", "value": self.admitted + count},
             )
         self.admitted += count
+
+    def release(self, count: int) -> None:
+        self.admitted -= count
 
     async def run(
         self, verifier: Checker, response: str, label: object, rules: object, *, timeout: float, reserved: bool = False
@@ -78,7 +88,7 @@ class VerifierPool:
         reserved: bool = False,
     ) -> list[Verdict]:
         """Each item's verdict (response, label), in order. The items go to the workers in chunks, one task each,
-        since a task's round trip costs as much as a whole GSM8K verification. A chunk must finish within one
+        since a task's round trip costs as much as a whole GSM8K verification. A chunk must finish within twice one
         item's limit; one that does not (or whose worker dies) is run again an item at a time, each under its own
         limit, so that the item to blame alone gets `timeout` or `error`."""
         if not reserved:
@@ -90,17 +100,23 @@ class VerifierPool:
             done = await asyncio.gather(*(self._chunk(verifier, chunk, rules, timeout) for chunk in chunks))
             return [verdict for verdicts in done for verdict in verdicts]
         finally:
-            self.admitted -= len(items)
+            self.release(len(items))
 
     async def _chunk(
         self, verifier: Checker, chunk: list[tuple[str, object]], rules: object, timeout: float
     ) -> list[Verdict]:
         if len(chunk) > 1:
+            # Twice one item's limit: a chunk of slow but legitimate items rarely runs twice, and a runaway item
+            # costs its request three limits at most (the chunk's, then its own).
+            deadline = CHUNK_LIMITS * timeout
             try:
-                future = self._started().schedule(check_each, args=(verifier, chunk, rules), timeout=timeout)
+                future = self._started().schedule(check_each, args=(verifier, chunk, rules), timeout=deadline)
                 return [self._verdict(v) for v in await asyncio.wrap_future(future)]
-            except Exception:  # a timeout, a dead worker: the item to blame is found below
-                pass
+            except Exception as exc:  # a timeout, a dead worker, an item that does not pickle: blamed below
+                log.info(
+                    "a chunk of verifications overran or lost its worker; its items run again one by one",
+                    extra={"verifier": self.name, "items": len(chunk), "reason": type(exc).__name__},
+                )
         return list(await asyncio.gather(*(self._one(verifier, item, rules, timeout) for item in chunk)))
 
     async def _one(self, verifier: Checker, item: tuple[str, object], rules: object, timeout: float) -> Verdict:
@@ -108,7 +124,7 @@ class VerifierPool:
             future = self._started().schedule(check_each, args=(verifier, [item], rules), timeout=timeout)
             return self._verdict((await asyncio.wrap_future(future))[0])
         except TimeoutError:
-            return Verdict(0.0, "timeout", None, f"no verdict in {timeout:g} s; its worker was stopped")
+            return Verdict(0.0, "timeout", None, f"no verdict in {timeout:g} s; its worker was stopped", timeout)
         except ProcessExpired as exc:
             log.warning("verifier worker died", extra={"verifier": self.name, "reason": str(exc)})
             return Verdict(0.0, "error", None, f"the verifier's worker died ({exc})")

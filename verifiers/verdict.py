@@ -17,6 +17,7 @@ class Verdict:
     status: Status
     extracted: str | None = None  # the answer as the verifier read it (None: it found none)
     detail: str | None = None  # why, in words, for a failure
+    seconds: float = 0.0  # how long the check itself took, in its worker or sandbox (not the wait for one)
 
     @property
     def failed(self) -> bool:

@@ -298,7 +298,7 @@ class RewardPipelines:
             assert self.judging is not None  # checked when the spec was loaded
             self.judging.admit(judge_request)
         verifiers = [c for c in sources if isinstance(c, VerifierComponent)]
-        self.verification.admit(verifiers, items)  # last: what it reserves, the runs below give back
+        reservation = self.verification.admit(verifiers, items)  # last: nothing below can refuse the request
         by_verifier = {} if checked is None else checked
 
         async def fetch(component: LeafComponent) -> np.ndarray:
@@ -306,13 +306,19 @@ class RewardPipelines:
                 assert component.model is not None  # the server names the default model before it serves a spec
                 return await models[component.model].run(encoded[component.model, component.part])
             if isinstance(component, VerifierComponent):
-                by_verifier[component.name] = await self.verification.check(component, items)
+                by_verifier[component.name] = await self.verification.check(component, items, reservation)
                 return by_verifier[component.name].values
             assert self.judging is not None
             verdicts = (await self.judging.judge(judged[component.name])).verdicts
             return np.array([v.score for v in verdicts], dtype=np.float64)
 
-        fetched = await asyncio.gather(*(fetch(c) for c in sources))
+        tasks = [asyncio.ensure_future(fetch(c)) for c in sources]
+        try:
+            fetched = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:  # after a failure: a check that has not begun never will, nor take its room
+                task.cancel()
+            self.verification.release(reservation)  # the room of checks that never began
         raw = dict(zip((c.name for c in sources), fetched, strict=True))
         normalization = {k: v for k, v in self._normalization().items() if v is not None}
         try:

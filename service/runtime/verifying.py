@@ -4,6 +4,7 @@ with a wall-clock limit each), failures turned into the spec's fallback, mask or
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -39,6 +40,15 @@ class VerifierPolicy:
 
 
 @dataclass
+class Reservation:
+    """The room `admit` took for one request's items: each check takes its share as it starts, and `release` gives
+    back what no check took (a request cancelled, or failed, before all of its checks began)."""
+
+    pool: int
+    sandbox: int
+
+
+@dataclass
 class Checked:
     """One verifier component over a request's items."""
 
@@ -66,7 +76,7 @@ class VerificationService:
         self.sandboxed = 0  # code items running or waiting
         metrics.sandbox_in_flight.set_function(lambda: self.sandbox.in_flight if self.sandbox else 0)
 
-    def admit(self, components: Sequence[VerifierComponent], items: Sequence[ItemContext]) -> None:
+    def admit(self, components: Sequence[VerifierComponent], items: Sequence[ItemContext]) -> Reservation:
         """Refuses the request before anything runs: a label missing where a verifier needs one (400), or more
         items than the pool has room for (429)."""
         routed = sandboxed = 0
@@ -92,25 +102,38 @@ class VerificationService:
                 details={"limit": "sandbox_max_queue", "value": self.sandboxed + sandboxed},
             )
         self.pool.reserve(routed)
-        self.sandboxed += sandboxed  # given back by each item's run in check()
+        self.sandboxed += sandboxed
+        return Reservation(routed, sandboxed)
 
-    async def check(self, component: VerifierComponent, items: Sequence[ItemContext]) -> Checked:
+    def release(self, reservation: Reservation) -> None:
+        self.pool.release(reservation.pool)
+        self.sandboxed -= reservation.sandbox
+        reservation.pool = reservation.sandbox = 0
+
+    async def check(
+        self, component: VerifierComponent, items: Sequence[ItemContext], reservation: Reservation
+    ) -> Checked:
         """Runs the routed items admitted by `admit`; a failure never fails the other items."""
         verifier = VERIFIERS[component.verifier]
         rules = component.rules
 
         routed = [i for i, item in enumerate(items) if component.routed(item.data_source)]
         answers = [(component.read(items[i].response), items[i].label) for i in routed]
-        started = time.perf_counter()
+        # The room is handed over with no await before the code that gives it back, so a cancellation cannot
+        # leave it taken.
         if verifier.sandboxed:
-            verdicts = list(await asyncio.gather(*(self._program(r, label, rules) for r, label in answers)))
+            reservation.sandbox -= len(answers)
+            try:
+                verdicts = list(await asyncio.gather(*(self._program(r, label, rules) for r, label in answers)))
+            finally:
+                self.sandboxed -= len(answers)
         else:
             assert verifier.check is not None  # every verifier that is not sandboxed checks in the pool
+            reservation.pool -= len(answers)
             verdicts = await self.pool.run_all(verifier.check, answers, rules, timeout=rules.timeout_s, reserved=True)
-        seconds = time.perf_counter() - started  # the verdicts of one request come back together
         verifications = [Verification(status="skipped", score=component.otherwise) for _ in items]
         for i, verdict in zip(routed, verdicts, strict=True):
-            self.metrics.verification_seconds.labels(component.verifier).observe(seconds)
+            self.metrics.verification_seconds.labels(component.verifier).observe(verdict.seconds)
             self.metrics.verifications.labels(component.verifier, verdict.status).inc()
             verifications[i] = Verification(
                 status=verdict.status, score=verdict.score, extracted=verdict.extracted, detail=verdict.detail
@@ -136,13 +159,12 @@ class VerificationService:
         return Checked(np.array(values, dtype=np.float64), verifications, masked, failures)
 
     async def _program(self, response: str, label: object, rules: Rules) -> Verdict:
-        try:
-            if self.sandbox is None:
-                return Verdict(0.0, "error", None, f"code cannot run on this server: {self.sandbox_missing}")
-            assert isinstance(rules, code.CodeRules)
-            return await code.check(response, label, rules, self.sandbox)
-        finally:
-            self.sandboxed -= 1
+        if self.sandbox is None:
+            return Verdict(0.0, "error", None, f"code cannot run on this server: {self.sandbox_missing}")
+        assert isinstance(rules, code.CodeRules)
+        started = time.perf_counter()
+        verdict = await code.check(response, label, rules, self.sandbox)
+        return dataclasses.replace(verdict, seconds=time.perf_counter() - started)
 
     def close(self) -> None:
         self.pool.close()
