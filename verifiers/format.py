@@ -55,6 +55,12 @@ class FormatRules(BaseModel):
         return self
 
 
+def last_tag(text: str, tag: str) -> str | None:
+    """What the last <tag>...</tag> holds, stripped; None when there is none or it holds only whitespace."""
+    inside = re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+    return inside[-1].strip() or None if inside else None
+
+
 def _think_answer(response: str, answer_tag: str | None) -> tuple[bool, str | None]:
     found = re.fullmatch(r"\s*<think>(.*?)</think>(.*)", response, re.DOTALL)
     if not found or not found.group(1).strip() or "<think>" in found.group(1) + found.group(2):
@@ -71,9 +77,9 @@ def check(response: str, label: object, rules: FormatRules) -> Verdict:
         right, extracted = _think_answer(response, rules.answer_tag)
         return Verdict.judged(right, extracted)
     if rules.format == "tag":
-        inside = re.findall(rf"<{rules.tag}>(.*?)</{rules.tag}>", response, re.DOTALL)
-        content = inside[-1].strip() if inside else None
-        return Verdict.judged(bool(content), content)
+        assert rules.tag is not None  # the rules' validator requires it for this format
+        content = last_tag(response, rules.tag)
+        return Verdict.judged(content is not None, content)
     if rules.format == "regex":
         assert rules.pattern is not None
         match = (re.search if rules.search else re.fullmatch)(rules.pattern, response, re.DOTALL)

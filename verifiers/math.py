@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from arbiter.verifiers.format import last_tag
 from arbiter.verifiers.verdict import Verdict
 
 Extraction = Literal["auto", "boxed", "answer_is", "last_number", "tag"]
@@ -87,8 +88,7 @@ def candidate(response: str, how: Extraction, tag: str | None) -> str | None:
         return numbers[-1].replace(",", "").replace(" ", "") if numbers else None
     if tag is None:
         raise ValueError("extract: tag needs `tag`")
-    inside = re.findall(rf"<{tag}>(.*?)</{tag}>", response, re.DOTALL)
-    return inside[-1].strip() if inside and inside[-1].strip() else None
+    return last_tag(response, tag)
 
 
 def check(response: str, label: object, rules: MathRules) -> Verdict:

@@ -210,8 +210,7 @@ class RewardPipelines:
             )
             for i in request.items
         ]
-        checked: dict[str, Checked] = {}
-        result = await self._evaluate(spec, items, checked=checked)
+        result, checked = await self._evaluate(spec, items)
         lengths = np.array([len(i.response.split()) for i in items], dtype=np.float64)
         self.telemetry[spec.name].observe(result.rewards, lengths, result.components)
         return RewardResponse(
@@ -270,10 +269,10 @@ class RewardPipelines:
         )
 
     async def _evaluate(
-        self, spec: RewardSpec, items: list[ItemContext], update: bool = True, checked: dict[str, Checked] | None = None
-    ) -> RewardResult:
+        self, spec: RewardSpec, items: list[ItemContext], update: bool = True
+    ) -> tuple[RewardResult, dict[str, Checked]]:
         """Encode for every model, build every judge request, count every verification; admit them all, and only
-        then queue any. `checked` receives each verifier component's verdicts."""
+        then queue any. Each verifier component's verdicts come back beside the result."""
         sources = [c for c in leaves(spec) if not isinstance(c, RuleComponent)]  # compose computes rules
         prompts = [i.prompt for i in items]
         reads = {  # each part of the responses that a model or a judge reads
@@ -299,15 +298,15 @@ class RewardPipelines:
             self.judging.admit(judge_request)
         verifiers = [c for c in sources if isinstance(c, VerifierComponent)]
         reservation = self.verification.admit(verifiers, items)  # last: nothing below can refuse the request
-        by_verifier = {} if checked is None else checked
+        checked: dict[str, Checked] = {}
 
         async def fetch(component: LeafComponent) -> np.ndarray:
             if isinstance(component, ModelComponent):
                 assert component.model is not None  # the server names the default model before it serves a spec
                 return await models[component.model].run(encoded[component.model, component.part])
             if isinstance(component, VerifierComponent):
-                by_verifier[component.name] = await self.verification.check(component, items, reservation)
-                return by_verifier[component.name].values
+                checked[component.name] = await self.verification.check(component, items, reservation)
+                return checked[component.name].values
             assert self.judging is not None
             verdicts = (await self.judging.judge(judged[component.name])).verdicts
             return np.array([v.score for v in verdicts], dtype=np.float64)
@@ -322,9 +321,10 @@ class RewardPipelines:
         raw = dict(zip((c.name for c in sources), fetched, strict=True))
         normalization = {k: v for k, v in self._normalization().items() if v is not None}
         try:
-            return compose(spec, raw, items, normalization=normalization, running=self.running, update=update)
+            result = compose(spec, raw, items, normalization=normalization, running=self.running, update=update)
         except ValueError as exc:  # e.g. group_norm on items without a group id: the caller's to fix
             raise InvalidInput(str(exc)) from exc
+        return result, checked
 
     @staticmethod
     def _judge_request(component: JudgeComponent, prompts: Sequence[Prompt], responses: list[str]) -> JudgeRequest:
@@ -363,7 +363,7 @@ class RewardPipelines:
                 ]
                 spec, size = self.spec(spec_name), self.limits.max_items  # as requests that fit the limits
                 parts = [
-                    (await self._evaluate(spec, items[i : i + size], update=False)).rewards
+                    (await self._evaluate(spec, items[i : i + size], update=False))[0].rewards
                     for i in range(0, len(items), size)
                 ]
                 return np.concatenate(parts)

@@ -24,7 +24,7 @@ from arbiter.service.metrics import Metrics
 from arbiter.verifiers import code
 from arbiter.verifiers.pool import VerifierPool
 from arbiter.verifiers.registry import VERIFIERS, Rules, warm
-from arbiter.verifiers.verdict import Verdict
+from arbiter.verifiers.verdict import FAILURES, Verdict
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class VerificationService:
             )
         values, masked, failures, refused = [], [], [], []
         for i, v in enumerate(verifications):
-            failed = v.status in ("no_answer", "timeout", "error")
+            failed = v.status in FAILURES
             action = (component.on_no_answer if v.status == "no_answer" else component.on_error) if failed else None
             values.append(component.fallback if failed else v.score)
             masked.append(action == "mask")
