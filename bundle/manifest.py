@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Major.minor. A reader accepts any minor of its own major; a new major means an incompatible layout.
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -60,11 +60,40 @@ class ModelSpec(Section):
     base_model: str
     architecture: Literal["encoder", "decoder"]
     model_type: str
-    pooling: Literal["first_token", "last_token"]
+    # first_token/last_token: the token where the mask says the text starts/ends. The two below came in 1.1, with
+    # imported models: last_non_pad is transformers' *ForSequenceClassification rule for decoders (the last token
+    # that is not pad_token_id), classifier an encoder's own classification head (BERT's pooler, ModernBERT's mean).
+    pooling: Literal["first_token", "last_token", "last_non_pad", "classifier"]
     max_length: int = Field(gt=8)
     padding_side: Literal["left", "right"]
     pad_token_id: int
     rendering: Rendering
+
+
+class Objectives(Section):
+    """A model with several outputs (one per objective, such as helpfulness and safety): all come back per item."""
+
+    names: list[str] = Field(min_length=2, description="the objectives, in the order of the graph's `scores` columns")
+    score: str = Field(description="the objective that is the item's scalar `score`")
+
+
+class Source(Section):
+    """Where an imported model came from (arbiter import)."""
+
+    format: Literal["transformers", "openrlhf"]
+    checkpoint: str = Field(description="the folder or hub id imported")
+    adapter: str | None = Field(None, description="a PEFT adapter folder merged into the checkpoint at import")
+    architectures: list[str] = Field(default_factory=list, description="the checkpoint config's `architectures`")
+
+
+class Engine(Section):
+    """The engine that serves a model of runtime remote."""
+
+    url: str = Field(description="the engine's base URL, such as http://vllm:8000")
+    protocol: Literal["vllm", "sglang", "tei"] = Field(
+        description="vllm: /classify; sglang: /v1/embeddings; tei: /predict"
+    )
+    model: str | None = Field(None, description="the model name the engine serves it under (vLLM, SGLang)")
 
 
 class Manifest(Section):
@@ -81,3 +110,9 @@ class Manifest(Section):
     normalization: Normalization | None = None
     eval_accuracy: float | None = None
     training: dict[str, object] = Field(default_factory=dict)
+    objectives: Objectives | None = None
+    source: Source | None = None
+    # onnx: model.onnx is the model. torch: the bundle has no graph (too large for one ONNX file, or not
+    # exportable); the torch backend loads `source` and scores it with the same inputs. remote: `engine` scores it.
+    runtime: Literal["onnx", "torch", "remote"] = "onnx"
+    engine: Engine | None = None

@@ -16,10 +16,17 @@ PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
 
 class OnnxRewardModel:
-    """One ONNX Runtime session over a reward model; scores are raw logits."""
+    """One ONNX Runtime session over a reward model; scores are raw logits. A model with several objectives also
+    gives `scores`, one column per objective (`run_rows`)."""
 
     def __init__(
-        self, model_file: Path, spec: ModelSpec, builder: InputBuilder, threads: int = 0, batch_size: int = 32
+        self,
+        model_file: Path,
+        spec: ModelSpec,
+        builder: InputBuilder,
+        threads: int = 0,
+        batch_size: int = 32,
+        objectives: int = 0,
     ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -30,13 +37,14 @@ class OnnxRewardModel:
             raise BundleError(f"{model_file}: not a usable ONNX model ({exc})") from exc
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        if inputs != {"input_ids", "attention_mask"} or "score" not in outputs:
+        wanted = {"score", "scores"} if objectives else {"score"}
+        if inputs != {"input_ids", "attention_mask"} or not wanted <= outputs:
             # Caught here rather than on the first request, where it would be the server's error, not the bundle's.
             raise BundleError(
                 f"{model_file}: the graph takes {sorted(inputs)} and gives {sorted(outputs)}; "
-                "a reward model takes input_ids and attention_mask and gives score"
+                f"a reward model takes input_ids and attention_mask and gives {' and '.join(sorted(wanted))}"
             )
-        self.spec, self.builder, self.batch_size = spec, builder, batch_size
+        self.spec, self.builder, self.batch_size, self.objectives = spec, builder, batch_size, objectives
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, precision: str = "fp32", threads: int = 0) -> OnnxRewardModel:
@@ -45,12 +53,22 @@ class OnnxRewardModel:
             raise BundleError(f"unknown precision {precision!r}; use one of {', '.join(PRECISION_FILES)}")
         if not bundle.has(file):
             raise BundleError(f"{bundle.path}: has no {file} (precision {precision})")
-        return cls(bundle.file(file), bundle.manifest.model, bundle.input_builder(), threads)
+        objectives = bundle.manifest.objectives
+        count = len(objectives.names) if objectives else 0
+        return cls(bundle.file(file), bundle.manifest.model, bundle.input_builder(), threads, objectives=count)
 
     def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)
         (scores,) = self.session.run(["score"], {"input_ids": ids, "attention_mask": mask})
         return scores.astype(np.float64)
+
+    def run_rows(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """[batch, 1 + objectives]: the score, then each objective's output."""
+        if not self.objectives:
+            return self.run(sequences)[:, None]
+        ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)
+        score, scores = self.session.run(["score", "scores"], {"input_ids": ids, "attention_mask": mask})
+        return np.column_stack([score, scores]).astype(np.float64)
 
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         return score_by_length(sequences, self.batch_size, self.run)

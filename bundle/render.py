@@ -127,6 +127,24 @@ class InputBuilder:
         head_ids, head_over = ([], True) if tail_over else self._edge(head, budget - len(tail_ids), keep_end=True)
         return Encoded(self.head_special + head_ids + tail_ids + self.tail_special, tail_over or head_over)
 
+    def encode_text(self, text: str, keep_end: bool = True, limit: int | None = None) -> Encoded:
+        """A text rendered already (what the engines' routes take), framed by the tokenizer's special tokens, as
+        the engines tokenize it. Over the limit (at most max_length, special tokens included) it loses its start,
+        or its end when `keep_end` is false."""
+        _require_unicode(text, "input")
+        budget = min(limit or self.max_length, self.max_length) - len(self.head_special) - len(self.tail_special)
+        ids, over = self._edge(text, max(budget, 1), keep_end=keep_end)
+        return Encoded(self.head_special + ids + self.tail_special, over)
+
+    def encode_ids(self, ids: Sequence[int], keep_end: bool = True, limit: int | None = None) -> Encoded:
+        """Token ids a caller tokenized itself (vLLM takes them): used as given, cut to the limit."""
+        vocabulary = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        if bad := [i for i in ids if not 0 <= i < vocabulary]:
+            raise InvalidInput(f"token id {bad[0]} is not in the model's vocabulary (0 to {vocabulary - 1})")
+        budget = min(limit or self.max_length, self.max_length)
+        kept = list(ids[len(ids) - budget :] if keep_end else ids[:budget])
+        return Encoded(kept, len(ids) > budget)
+
     def _edge(self, text: str, count: int, keep_end: bool) -> tuple[list[int], bool]:
         """The first `count` ids of `text` (the last, with keep_end) and whether it has more, as if tokenized whole.
 
@@ -186,10 +204,14 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "righ
 def score_by_length(
     sequences: Sequence[Sequence[int]], batch_size: int, run: Callable[[list[Sequence[int]]], np.ndarray]
 ) -> np.ndarray:
-    """Score sequences in batches of similar length (less padding); results come back in input order."""
+    """Score sequences in batches of similar length (less padding); results come back in input order, one row
+    per sequence (a score, or a row of them when `run` gives several per sequence)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    out = np.empty(len(sequences), dtype=np.float64)
+    out: np.ndarray | None = None
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        out[chunk] = run([sequences[i] for i in chunk])
-    return out
+        part = run([sequences[i] for i in chunk])
+        if out is None:
+            out = np.empty((len(sequences), *part.shape[1:]), dtype=np.float64)
+        out[chunk] = part
+    return out if out is not None else np.empty(0, dtype=np.float64)

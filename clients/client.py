@@ -267,17 +267,21 @@ def merge_scores(parts: Sequence[wire.ScoreResponse | range], normalize: bool) -
     normalized: list[float] = []
     tokens: list[int] = []
     truncated: list[bool] = []
+    objectives: list[dict[str, float]] = []
+    names = first.objectives[0].keys() if first and first.objectives else None
     for part in parts:
         if isinstance(part, range):
             scores += [math.nan] * len(part)
             normalized += [math.nan] * len(part)
             tokens += [0] * len(part)
             truncated += [False] * len(part)
+            objectives += [dict.fromkeys(names or (), math.nan) for _ in part]
         else:
             scores += part.scores
             normalized += part.normalized_scores or []
             tokens += part.tokens
             truncated += part.truncated
+            objectives += part.objectives or []
     return wire.ScoreResponse(
         model=first.model if first else "",
         model_version=first.model_version if first else "",
@@ -285,6 +289,7 @@ def merge_scores(parts: Sequence[wire.ScoreResponse | range], normalize: bool) -
         normalized_scores=normalized if normalize else None,
         tokens=tokens,
         truncated=truncated,
+        objectives=objectives if names is not None else None,
     )
 
 

@@ -72,6 +72,8 @@ def to_proto(model: BaseModel, message_type: type[Message] | None = None) -> Mes
     if isinstance(model, wire.CompareRequest):  # the single-pair form travels as a one-pair list
         model = wire.CompareRequest(model=model.model, pairs=model.all_pairs())
     data = _walk(model.model_dump(exclude_none=True), _prompt_to_proto)
+    if isinstance(model, wire.ScoreResponse) and "objectives" in data:
+        data["objectives"] = [{"values": row} for row in data["objectives"]]
     if isinstance(model, wire.RewardResponse):
         for field in VALUE_MAPS:
             data[field] = {k: {"values": v} for k, v in data[field].items()}
@@ -89,8 +91,9 @@ def from_proto(message: Message, model_type: type[M]) -> M:
     data = _walk(data, _prompt_from_proto)
     if data.get("model") == "":
         data["model"] = None  # proto3 strings have no "unset": empty means the default model
-    if model_type is wire.ScoreResponse and not data.get("normalized_scores"):
-        data["normalized_scores"] = None
+    if model_type is wire.ScoreResponse:
+        data["normalized_scores"] = data.get("normalized_scores") or None
+        data["objectives"] = [row.get("values", {}) for row in data.get("objectives", [])] or None
     if model_type is wire.JudgeRequest:  # proto3 "unset" is the empty value: let the model's defaults apply
         for field in ("mode", "sampling", "constitution", "principles"):
             if not data.get(field):
@@ -108,4 +111,7 @@ def from_proto(message: Message, model_type: type[M]) -> M:
         for info in data.get("models", []):
             info.setdefault("eval_accuracy", None)
             info.setdefault("normalization", None)
+            info.setdefault("engine_up", None)
+            for field in ("objectives", "score_objective", "source_format", "engine"):  # proto3's empty is the unset
+                info[field] = info.get(field) or None
     return model_type.model_validate(data)

@@ -82,6 +82,11 @@ REWARD_SPECS = Operation("reward_specs", "score", READING, "GET", "/v1/reward-sp
 REWARD_SPEC_STATS = Operation("reward_spec_stats", "score", READING, "GET", "/v1/reward-specs/{name}/stats")
 GET_REWARD = Operation("get_reward", "score", SCORING, "POST", "/get_reward")  # OpenRLHF's remote reward model
 REWARD_SAMPLE = Operation("reward_sample", "score", SCORING, "POST", "/v1/reward/sample")  # slime's remote_rm
+# The engines' protocols (clients/engines.py), for trainers that speak them: vLLM, TEI, SGLang's reward models.
+ENGINE_CLASSIFY = Operation("engine_classify", "score", SCORING, "POST", "/classify")
+ENGINE_POOLING = Operation("engine_pooling", "score", SCORING, "POST", "/pooling")
+ENGINE_PREDICT = Operation("engine_predict", "score", SCORING, "POST", "/predict")
+ENGINE_EMBEDDINGS = Operation("engine_embeddings", "score", SCORING, "POST", "/v1/embeddings")
 JUDGE = Operation("judge", "judge", SCORING, "POST", "/v1/judge", _rpc("Judge"))
 CONSTITUTIONS = Operation("constitutions", "judge", READING, "GET", "/v1/constitutions")
 ADMIN_RELOAD = Operation("admin_reload", "admin", WRITING, "POST", "/v1/admin/reload")
@@ -108,6 +113,7 @@ _HEALTH = "grpc.health.v1.Health"
 _REFLECTION = ("grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection")
 OPEN = (
     Operation("healthz", "open", NONE, "GET", "/healthz"),
+    Operation("health", "open", NONE, "GET", "/health"),  # the engines' liveness probe
     Operation("readyz", "open", NONE, "GET", "/readyz"),
     Operation("metrics", "open", NONE, "GET", "/metrics"),
     Operation("openapi", "open", NONE, "GET", "/openapi.json"),
@@ -138,6 +144,10 @@ OPERATIONS: tuple[Operation, ...] = (
     REWARD_SPEC_STATS,
     GET_REWARD,
     REWARD_SAMPLE,
+    ENGINE_CLASSIFY,
+    ENGINE_POOLING,
+    ENGINE_PREDICT,
+    ENGINE_EMBEDDINGS,
     JUDGE,
     CONSTITUTIONS,
     ADMIN_RELOAD,

@@ -56,6 +56,9 @@ class ScoreResponse(Wire):
     normalized_scores: list[float] | None = None
     tokens: list[int] = Field(description="tokens scored per item, special tokens included")
     truncated: list[bool] = Field(description="whether the item's prompt or response was cut to fit")
+    objectives: list[dict[str, float]] | None = Field(
+        None, description="a model with several objectives: each one's raw output, per item (the score is one of them)"
+    )
 
 
 class ComparePair(Wire):
@@ -130,6 +133,11 @@ class ModelInfo(Wire):
     eval_accuracy: float | None
     normalization: Normalization | None
     default: bool
+    objectives: list[str] | None = Field(None, description="a model with several outputs: their names, in order")
+    score_objective: str | None = Field(None, description="the objective that is each item's `score`")
+    source_format: str | None = Field(None, description="where an imported model came from: transformers, openrlhf")
+    engine: str | None = Field(None, description="a remote model: the engine's URL")
+    engine_up: bool | None = Field(None, description="a remote model: whether the engine's health check passes")
 
 
 class ModelList(Wire):

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from tests.server import RunningServer
 
 PREFERENCES = ROOT.parent / "shared" / "data" / "preferences"
+# Checkpoints in other trainers' formats and the bundles imported from them (session fixtures).
+pytest_plugins = ["tests.reward_checkpoints"]
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

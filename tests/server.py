@@ -69,9 +69,12 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(log_dir: Path, *flags: str, wait_ready: bool = True) -> Iterator[RunningServer]:
-    """`arbiter serve` with `flags`, on free HTTP and gRPC ports; waits for /readyz (or /healthz)."""
-    port, grpc_port = free_port(), free_port()
+def running_server(
+    log_dir: Path, *flags: str, wait_ready: bool = True, port: int | None = None
+) -> Iterator[RunningServer]:
+    """`arbiter serve` with `flags`, on free HTTP and gRPC ports (or HTTP on `port`, to start one again where it
+    was); waits for /readyz (or /healthz)."""
+    port, grpc_port = port or free_port(), free_port()
     log = log_dir / f"server-{port}.log"
     command = [sys.executable, "-m", "arbiter.cli", "serve", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
     url = f"http://127.0.0.1:{port}"

@@ -59,6 +59,29 @@ def test_newer_major_version_refused_and_newer_minor_accepted(copy):
     assert load_bundle(copy).manifest.format_version == "1.7"
 
 
+def test_a_bundle_of_format_1_0_reads_as_it_did(copy):
+    """1.1 added objectives, source and runtime: a 1.0 manifest, which has none of them, still scores with ONNX."""
+    from arbiter.bundle.onnx_model import OnnxRewardModel
+
+    def as_1_0(manifest: dict) -> None:
+        manifest.update(format_version="1.0")
+        for field in ("objectives", "source", "runtime"):
+            manifest.pop(field, None)
+
+    edit_manifest(copy, as_1_0)
+    bundle = load_bundle(copy)
+    assert (bundle.manifest.runtime, bundle.manifest.objectives) == ("onnx", None)
+    assert OnnxRewardModel.from_bundle(bundle)(["a prompt"], ["a response"]).shape == (1,)
+
+
+def test_a_torch_runtime_bundle_needs_no_graph_but_an_onnx_one_does(copy):
+    edit_manifest(copy, lambda m: m["files"].pop("model.onnx"))
+    with pytest.raises(BundleError, match=r"manifest lists no model\.onnx"):
+        load_bundle(copy)
+    edit_manifest(copy, lambda m: m.update(runtime="torch"))
+    assert load_bundle(copy).manifest.runtime == "torch"
+
+
 def test_missing_version(copy):
     edit_manifest(copy, lambda m: m.pop("format_version"))
     with pytest.raises(BundleError, match="missing or malformed format_version"):

@@ -38,7 +38,19 @@ def test_help(command):
 def test_top_level_help_lists_commands():
     result = arbiter("--help")
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ") and line[4] != " "}
-    expected = {"train", "eval", "export", "serve", "label", "eval-judge", "db", "annotators", "annotations", "keys"}
+    expected = {
+        "train",
+        "eval",
+        "export",
+        "import",
+        "serve",
+        "label",
+        "eval-judge",
+        "db",
+        "annotators",
+        "annotations",
+        "keys",
+    }
     assert listed == expected
 
 

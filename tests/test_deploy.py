@@ -15,7 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-OVERLAYS = ["cpu", "gpu", "postgres"]
+OVERLAYS = ["cpu", "gpu", "postgres", "vllm"]
 KUBERNETES_VERSIONS = ["1.30.0", "1.33.0"]
 KUBECTL = shutil.which("kubectl")
 
@@ -127,3 +127,23 @@ def test_the_example_configuration_is_what_the_server_reads():
     assert "ppo" in SpecLibrary([config / "reward-specs"]).names
     (key,) = read_keys(str(config / "api-keys.yaml"), None).values()
     assert key.name == "example-trainer" and key.scopes == ["score"]
+
+
+def test_the_vllm_overlay_puts_arbiter_in_front_of_the_engine(rendered):
+    from arbiter.service.settings import ServerSettings
+
+    docs = rendered["vllm"]
+    settings = next(d for d in docs if d["kind"] == "ConfigMap" and "settings" in d["metadata"]["name"])["data"]
+    remote = {k for k in settings if k.startswith("ARBITER_REMOTE_")}
+    assert remote and remote <= {f"ARBITER_{name.upper()}" for name in ServerSettings.model_fields}
+    engine = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "vllm")
+    container = engine["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"  # what the remote backend polls too
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "vllm")
+    assert service["spec"]["selector"] == engine["spec"]["template"]["metadata"]["labels"]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    to_engine = [
+        rule for rule in policy["spec"]["egress"] if {"port": 8000, "protocol": "TCP"} in rule.get("ports", [])
+    ]
+    assert to_engine and to_engine[0]["to"][0]["podSelector"]["matchLabels"] == service["spec"]["selector"]

@@ -1,4 +1,5 @@
-"""`arbiter train`, `arbiter eval` and `arbiter export`: a reward model from preference data to a bundle."""
+"""`arbiter train`, `arbiter eval`, `arbiter export` and `arbiter import`: a reward model from preference data (or
+from another trainer) to a bundle."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     _train_parser(commands)
     _eval_parser(commands)
     _export_parser(commands)
+    _import_parser(commands)
 
 
 def _train_parser(commands: argparse._SubParsersAction) -> None:
@@ -132,6 +134,80 @@ def _run_export(args: argparse.Namespace) -> int:
         eval_data=args.eval_data,
         int8=not args.no_int8,
         min_int8_agreement=args.min_int8_agreement,
+    )
+    print(f"bundle written: {bundle.path}")
+    return 0
+
+
+def _import_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "import",
+        help="turn a reward model trained elsewhere (transformers, TRL, OpenRLHF, PEFT) into a bundle",
+        description="Imports a *ForSequenceClassification checkpoint (what TRL's RewardTrainer writes and most "
+        "downloaded reward models are), an OpenRLHF reward model, or a PEFT adapter over either (merged). Exports "
+        "ONNX and checks that its batched scores equal the original model's own forward within --tolerance, on "
+        "--eval-data or on built-in texts; with --runtime torch the bundle names the checkpoint instead of "
+        "holding a graph (for models too large for ONNX).",
+    )
+    p.add_argument("checkpoint", help="a local folder or a hub id")
+    p.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
+    p.add_argument("--name", help="model name in the manifest (default: the checkpoint folder's name)")
+    p.add_argument("--model-version", help="version string (default: a UTC timestamp)")
+    p.add_argument("--objective", help="a model with several labels: the one that is the score (default: the first)")
+    p.add_argument("--max-length", type=int, help="token limit (default: the model's own, at most 4096)")
+    p.add_argument(
+        "--chat-template", choices=["auto", "none"], default="auto", help="the tokenizer's template, or plain text"
+    )
+    p.add_argument("--eval-data", type=Path, help="preference file: parity texts, held-out metrics, normalization")
+    p.add_argument(
+        "--runtime",
+        choices=["onnx", "torch", "remote"],
+        default="onnx",
+        help="an ONNX graph; torch at serve time; or remote: an engine (--engine-url) serves the model",
+    )
+    p.add_argument("--engine-url", help="runtime remote: the engine's base URL (http://vllm:8000)")
+    p.add_argument(
+        "--engine-protocol", choices=["vllm", "sglang", "tei"], default="vllm", help="runtime remote: how to ask it"
+    )
+    p.add_argument("--engine-model", help="runtime remote: the name the engine serves the model under")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 file (written only with --eval-data)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |difference| allowed (default: 1e-4)")
+    p.set_defaults(run=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from arbiter.training.importing.importer import import_model, import_remote
+
+    if args.runtime == "remote":
+        from arbiter.bundle.manifest import Engine
+
+        if not args.engine_url:
+            raise ValueError("--runtime remote needs --engine-url")
+        engine = Engine(url=args.engine_url, protocol=args.engine_protocol, model=args.engine_model)
+        remote = import_remote(
+            args.checkpoint,
+            args.out,
+            engine,
+            name=args.name,
+            model_version=args.model_version,
+            objective=args.objective,
+            max_length=args.max_length,
+            chat_template=args.chat_template,
+        )
+        print(f"bundle written: {remote.path} (scored by {engine.protocol} at {engine.url})")
+        return 0
+    bundle = import_model(
+        args.checkpoint,
+        args.out,
+        name=args.name,
+        model_version=args.model_version,
+        objective=args.objective,
+        max_length=args.max_length,
+        chat_template=args.chat_template,
+        eval_data=args.eval_data,
+        runtime=args.runtime,
+        int8=not args.no_int8,
+        tolerance=args.tolerance,
     )
     print(f"bundle written: {bundle.path}")
     return 0

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 import arbiter
@@ -24,7 +26,7 @@ from arbiter.data.load import load_source
 from arbiter.data.schema import PreferenceGroup
 from arbiter.data.sources import SourceSpec
 from arbiter.training.checkpoint import load_checkpoint
-from arbiter.training.evaluate import ScoredPairs, format_table, metrics, pairs_from_scores, to_json
+from arbiter.training.evaluate import Metrics, ScoredPairs, format_table, metrics, pairs_from_scores, to_json
 from arbiter.training.model import RewardModel
 from arbiter.training.model_card import model_card
 from arbiter.training.torch_scorer import TorchScorer
@@ -47,16 +49,13 @@ def export_bundle(
     parity_items: int = 64,
     tolerance: float = 1e-4,
 ) -> Bundle:
-    checkpoint, out = Path(checkpoint), Path(out)
+    checkpoint = Path(checkpoint)
     model, tokenizer = load_checkpoint(checkpoint)
     builder = model.input_builder(tokenizer)
-    groups = _eval_groups(checkpoint, eval_data)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-
-    try:
-        _write_bundle(
+    groups = eval_groups(eval_data or checkpoint.parent / "eval.jsonl")
+    return staged(
+        Path(out),
+        lambda staging: _write_bundle(
             staging,
             model,
             tokenizer,
@@ -69,13 +68,44 @@ def export_bundle(
             min_int8_agreement,
             parity_items,
             tolerance,
-        )
+        ),
+    )
+
+
+def staged(out: Path, write: Callable[[Path], None]) -> Bundle:
+    """`write` fills a staging folder beside `out`, which replaces `out` only once it is complete."""
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        write(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # never leave a half-written bundle behind
         raise
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return load_bundle(out)
+
+
+def new_manifest(name: str, model_version: str | None, **fields: object) -> Manifest:
+    """A manifest stamped now, by this Arbiter; its version is the UTC time unless one is given."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return Manifest.model_validate(
+        {
+            "name": name,
+            "model_version": model_version or now.strftime("%Y%m%d%H%M%S"),
+            "created_at": now.isoformat(timespec="seconds"),
+            "arbiter_version": arbiter.__version__,
+            **fields,
+        }
+    )
+
+
+def seal(staging: Path, manifest: Manifest, eval_result: Metrics | None) -> None:
+    """The model card, then the manifest with the checksums of everything else: written last."""
+    (staging / "README.md").write_text(model_card(manifest, eval_result))
+    manifest.files = {p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()}
+    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
 
 
 def _write_bundle(
@@ -95,7 +125,7 @@ def _write_bundle(
     spec = model.spec
     tokenizer.save_pretrained(staging)
     builder.tokenizer.save(str(staging / "tokenizer.json"))  # the exact tokenizer the server will run
-    _export_onnx(model, staging / "model.onnx")
+    export_onnx(model, staging / "model.onnx", ["score"])
     fp32 = OnnxRewardModel(staging / "model.onnx", spec, builder)
 
     sequences = [e.ids for g in groups for e in builder.encode_many([g.prompt] * len(g.responses), g.responses)]
@@ -113,17 +143,15 @@ def _write_bundle(
         count=len(scores),
         source="fp32 scores of every response in the eval split",
     )
-    int8_report = _int8(staging, spec, builder, groups, sequences, pairs, min_int8_agreement) if int8 else None
+    int8_report = int8_file(staging, spec, builder, groups, sequences, pairs, min_int8_agreement) if int8 else None
 
     train_config = checkpoint.parent / "config.yaml"
     training_info: dict[str, object] = {"checkpoint": str(checkpoint.resolve())}
     if train_config.is_file():
         training_info["config"] = train_config.read_text()
-    manifest = Manifest(
-        name=name or checkpoint.parent.name,
-        model_version=model_version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S"),
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        arbiter_version=arbiter.__version__,
+    manifest = new_manifest(
+        name or checkpoint.parent.name,
+        model_version,
         model=spec,
         parity=parity,
         int8=int8_report,
@@ -131,20 +159,18 @@ def _write_bundle(
         eval_accuracy=float(result["accuracy"]),
         training=training_info,
     )
-    (staging / "README.md").write_text(model_card(manifest, result))
-    manifest.files = {p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()}
-    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    seal(staging, manifest, result)
 
 
-def _eval_groups(checkpoint: Path, eval_data: Path | None) -> list[PreferenceGroup]:
-    path = eval_data or checkpoint.parent / "eval.jsonl"
+def eval_groups(path: Path) -> list[PreferenceGroup]:
     if not Path(path).is_file():
         return []
     groups, _ = load_source(SourceSpec(path=str(path)))
     return groups
 
 
-def _export_onnx(model: RewardModel, path: Path) -> None:
+def export_onnx(model: nn.Module, path: Path, outputs: list[str]) -> None:
+    """The fp32 graph of `model` (input_ids, attention_mask) -> `outputs`, batch and sequence dynamic."""
     model.eval()
     example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -156,7 +182,7 @@ def _export_onnx(model: RewardModel, path: Path) -> None:
             example,
             str(path),
             input_names=["input_ids", "attention_mask"],
-            output_names=["score"],
+            output_names=outputs,
             opset_version=OPSET,
             dynamo=True,
             dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
@@ -178,7 +204,7 @@ def _parity(
     return Parity(max_abs_diff=diff, items=len(sequences), tolerance=tolerance)
 
 
-def _int8(
+def int8_file(
     staging: Path,
     spec: ModelSpec,
     builder: InputBuilder,

@@ -6,7 +6,7 @@ from arbiter.bundle.manifest import Manifest
 from arbiter.training.evaluate import Metrics, format_table
 
 
-def model_card(manifest: Manifest, eval_result: Metrics) -> str:
+def model_card(manifest: Manifest, eval_result: Metrics | None) -> str:
     spec = manifest.model
     int8 = manifest.int8
     if int8 is None:
@@ -15,28 +15,40 @@ def model_card(manifest: Manifest, eval_result: Metrics) -> str:
         int8_line = f"written; agrees with fp32 on {100 * int8.pairwise_agreement:.1f}% of {int8.pairs} eval pairs"
     else:
         int8_line = f"refused: {int8.reason}"
-    parity, norm = manifest.parity, manifest.normalization
-    assert parity is not None and norm is not None, "export always records parity and normalization"
+    parity, norm, source, objectives = manifest.parity, manifest.normalization, manifest.source, manifest.objectives
+    origin = f"imported from `{source.checkpoint}` ({source.format})" if source else "trained"
+    checked = {"onnx": "ONNX", "torch": "batched torch", "remote": "engine"}[manifest.runtime]
+    engine = manifest.engine
+    rows = [
+        ("base model", f"`{spec.base_model}` ({spec.model_type}, {spec.architecture}), {origin}"),
+        ("pooling", f"{spec.pooling} (positions from the attention mask)"),
+        ("input", f"{spec.rendering.kind} rendering, at most {spec.max_length} tokens, prompt cut from the left"),
+        ("score", "raw logit: higher is better; P(a over b) = sigmoid(score_a - score_b)"),
+        ("objectives", f"{', '.join(objectives.names)}; the score is {objectives.score}" if objectives else "one"),
+        ("normalization", f"mean {norm.mean:.4f}, std {norm.std:.4f} ({norm.source})" if norm else "none"),
+        ("runtime", f"{manifest.runtime}" + (f": {engine.protocol} at {engine.url}" if engine else "")),
+        (
+            f"{checked} parity",
+            f"max abs diff {parity.max_abs_diff:.2e} over {parity.items} items"
+            if parity
+            else "none: the engine scores",
+        ),
+        ("int8", int8_line),
+    ]
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    evaluation = f"```\n{format_table(eval_result)}\n```" if eval_result else "Not evaluated (no preference data)."
     return f"""# {manifest.name} ({manifest.model_version})
 
-A scalar reward model for RLHF, exported by Arbiter {manifest.arbiter_version}.
+A scalar reward model for RLHF, written by Arbiter {manifest.arbiter_version}.
 Bundle format {manifest.format_version}: see Arbiter's docs/bundle.md.
 
 | | |
 |---|---|
-| base model | `{spec.base_model}` ({spec.model_type}, {spec.architecture}) |
-| pooling | {spec.pooling} (position from the attention mask) |
-| input | {spec.rendering.kind} rendering, at most {spec.max_length} tokens, prompt cut from the left |
-| score | raw logit: higher is better; P(a over b) = sigmoid(score_a - score_b) |
-| normalization | mean {norm.mean:.4f}, std {norm.std:.4f} |
-| ONNX parity | max abs diff {parity.max_abs_diff:.2e} over {parity.items} items |
-| int8 | {int8_line} |
+{table}
 
 ## Held-out evaluation
 
-```
-{format_table(eval_result)}
-```
+{evaluation}
 
 ## Limits
 

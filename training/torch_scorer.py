@@ -42,3 +42,6 @@ class TorchScorer:
         ids, mask = pad_batch(sequences, spec.pad_token_id, spec.padding_side)
         scores = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
         return scores.float().cpu().numpy()
+
+    def run_rows(self, sequences: list[Sequence[int]]) -> np.ndarray:
+        return self.run(sequences)[:, None]  # a trained model has one objective

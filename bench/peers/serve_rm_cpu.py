@@ -21,7 +21,7 @@ import types
 import torch
 
 
-def _flash_attn_stand_in() -> None:
+def flash_attn_stand_in() -> None:
     def not_available(*_: object, **__: object) -> None:
         raise RuntimeError("flash_attn stand-in: packing_samples needs the real CUDA flash_attn")
 
@@ -45,7 +45,7 @@ def _module(name: str) -> types.ModuleType:
 
 
 def main() -> None:
-    _flash_attn_stand_in()
+    flash_attn_stand_in()
     import openrlhf.utils.utils as utils
 
     utils.convert_to_torch_dtype = lambda _dtype: torch.float32

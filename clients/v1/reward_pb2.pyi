@@ -50,20 +50,35 @@ class ScoreRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., normalize: _Optional[bool] = ..., sigmoid: _Optional[bool] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("model", "model_version", "scores", "normalized_scores", "tokens", "truncated")
+    __slots__ = ("model", "model_version", "scores", "normalized_scores", "tokens", "truncated", "objectives")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_SCORES_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     scores: _containers.RepeatedScalarFieldContainer[float]
     normalized_scores: _containers.RepeatedScalarFieldContainer[float]
     tokens: _containers.RepeatedScalarFieldContainer[int]
     truncated: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., normalized_scores: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[bool]] = ...) -> None: ...
+    objectives: _containers.RepeatedCompositeFieldContainer[Objectives]
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., normalized_scores: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[bool]] = ..., objectives: _Optional[_Iterable[_Union[Objectives, _Mapping]]] = ...) -> None: ...
+
+class Objectives(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ComparePair(_message.Message):
     __slots__ = ("prompt", "response_a", "response_b")
@@ -138,7 +153,7 @@ class Normalization(_message.Message):
     def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default")
+    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default", "objectives", "score_objective", "source_format", "engine", "engine_up")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +163,11 @@ class ModelInfo(_message.Message):
     EVAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_UP_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     base_model: str
@@ -157,7 +177,12 @@ class ModelInfo(_message.Message):
     eval_accuracy: float
     normalization: Normalization
     default: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ...) -> None: ...
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    score_objective: str
+    source_format: str
+    engine: str
+    engine_up: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ..., objectives: _Optional[_Iterable[str]] = ..., score_objective: _Optional[str] = ..., source_format: _Optional[str] = ..., engine: _Optional[str] = ..., engine_up: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

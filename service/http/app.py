@@ -37,6 +37,7 @@ from arbiter.service.access.control import Principal
 from arbiter.service.http import errors
 from arbiter.service.http.access import AccessCheck
 from arbiter.service.http.annotation import annotation_routes
+from arbiter.service.http.engines import engine_routes
 from arbiter.service.http.middleware import BodyLimit, RequestContext
 from arbiter.service.http.pages import install_pages
 from arbiter.service.runtime.judging import require_judge
@@ -133,9 +134,16 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
         without `spec`), its components, and whether the sample is masked."""
         return await runtime.pipelines.sample(request, spec, caller)
 
+    app.include_router(engine_routes(runtime.engines))
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
+
+    @app.get("/health")
+    async def health() -> Response:
+        """The engines' liveness probe (vLLM, TEI and SGLang answer /health with an empty 200)."""
+        return Response(status_code=200)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

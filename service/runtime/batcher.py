@@ -46,11 +46,13 @@ class _Job:
     sequences: Sequence[Sequence[int]]
     future: asyncio.Future[np.ndarray]
     loop: asyncio.AbstractEventLoop
+    columns: int  # a model with several objectives gives a row of outputs per sequence
     scores: np.ndarray = field(init=False)
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scores = np.empty(len(self.sequences), dtype=np.float64)
+        shape = (len(self.sequences),) if self.columns == 1 else (len(self.sequences), self.columns)
+        self.scores = np.empty(shape, dtype=np.float64)
         self.remaining = len(self.sequences)
 
     def abandoned(self) -> bool:
@@ -67,8 +69,9 @@ class Batcher:
         max_queue: int,
         observer: BatchObserver | None = None,
         name: str = "model",
+        columns: int = 1,
     ) -> None:
-        self._run, self._observer = run, observer
+        self._run, self._observer, self.columns = run, observer, columns
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait_s, self.max_queue = max_wait_s, max_queue
         self._queue: deque[tuple[_Job, int]] = deque()
@@ -84,7 +87,7 @@ class Batcher:
 
     async def score(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        job = _Job(sequences, loop.create_future(), loop)
+        job = _Job(sequences, loop.create_future(), loop, self.columns)
         with self._ready:
             if self._closed:
                 raise RuntimeError("batcher is closed")

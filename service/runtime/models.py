@@ -19,16 +19,21 @@ from arbiter.clients.protocol import ModelInfo, Normalization
 from arbiter.errors import ModelNotFound, NotReady
 from arbiter.service.runtime.batcher import Batcher, BatchObserver
 from arbiter.service.runtime.health import Health
+from arbiter.service.runtime.remote import RemotePolicy, RemoteRunner, open_remote
 
 log = logging.getLogger("arbiter.models")
 
 
 class Runner(Protocol):
-    """What the batcher drives: ONNX Runtime (bundles) or torch (checkpoints)."""
+    """What the batcher drives: ONNX Runtime (bundles) or torch (checkpoints, bundles of runtime torch)."""
 
     builder: InputBuilder
 
     def run(self, sequences: list[Sequence[int]]) -> np.ndarray: ...
+
+    def run_rows(self, sequences: list[Sequence[int]]) -> np.ndarray:
+        """[batch, 1 + objectives]: the score, then each objective's output."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,18 @@ class ModelPolicy:
     max_queue: int
 
 
-def open_model(path: Path, policy: ModelPolicy) -> tuple[Manifest, Runner]:
+def open_model(path: Path, policy: ModelPolicy, remote: RemotePolicy, name: str | None) -> tuple[Manifest, Runner]:
     if policy.backend == "torch":
         from arbiter.service.runtime.torch_backend import open_checkpoint
 
         return open_checkpoint(path)
     bundle = load_bundle(path)
+    if bundle.manifest.runtime == "torch":  # a bundle without a graph names the checkpoint torch scores
+        from arbiter.service.runtime.torch_backend import open_imported
+
+        return bundle.manifest, open_imported(bundle, policy.threads)
+    if bundle.manifest.runtime == "remote":
+        return bundle.manifest, open_remote(bundle, remote, name)
     return bundle.manifest, OnnxRewardModel.from_bundle(bundle, policy.precision, policy.threads)
 
 
@@ -66,20 +77,31 @@ class ServedModel:
         observer: BatchObserver,
     ) -> None:
         self.name, self.manifest, self.runner = name, manifest, runner
-        self.precision = policy.precision if policy.backend == "onnx" else "fp32-torch"
+        onnx = policy.backend == "onnx" and manifest.runtime == "onnx"
+        self.precision = policy.precision if onnx else "remote" if manifest.runtime == "remote" else "fp32-torch"
+        self.objectives = manifest.objectives.names if manifest.objectives else None
         try:  # the first run allocates; a model that cannot run is a bad bundle, found here rather than per request
-            self.runner.run([self.runner.builder.encode("warm up", "ok").ids] * 2)
+            if not isinstance(
+                runner, RemoteRunner
+            ):  # an engine that is down now is this model's 502s, not a bad bundle
+                self.runner.run([self.runner.builder.encode("warm up", "ok").ids] * 2)
         except Exception as exc:
             raise BundleError(f"{name}: the model does not run ({type(exc).__name__}: {exc})") from exc
         self.batcher = Batcher(
-            self.runner.run,
+            self.runner.run_rows if self.objectives else self.runner.run,
             policy.max_batch_tokens,
             policy.max_batch_size,
             policy.max_wait_ms / 1000,
             policy.max_queue,
             observer,
             name,
+            columns=1 + len(self.objectives) if self.objectives else 1,
         )
+
+    def close(self) -> None:
+        self.batcher.close()
+        if isinstance(self.runner, RemoteRunner):
+            self.runner.close()
 
     @property
     def version(self) -> str:
@@ -91,7 +113,13 @@ class ServedModel:
 
     async def run(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """Scores sequences already admitted (see admission.py) through this model's batching queue."""
-        return await self.batcher.score([e.ids for e in encoded])
+        scores, _ = await self.run_objectives(encoded)
+        return scores
+
+    async def run_objectives(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scores and, for a model with several objectives, each objective's output ([items, objectives])."""
+        rows = await self.batcher.score([e.ids for e in encoded])
+        return (rows[:, 0], rows[:, 1:]) if self.objectives else (rows, None)
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:
         stats = self.manifest.normalization
@@ -112,14 +140,22 @@ class ServedModel:
             eval_accuracy=m.eval_accuracy,
             normalization=Normalization(mean=norm.mean, std=norm.std) if norm else None,
             default=default,
+            objectives=self.objectives,
+            score_objective=m.objectives.score if m.objectives else None,
+            source_format=m.source.format if m.source else None,
+            engine=m.engine.url if m.engine else None,
+            engine_up=self.runner.up if isinstance(self.runner, RemoteRunner) else None,
         )
 
 
 class ModelRegistry:
     """Loads every configured bundle; the `models` component is ready only when all of them loaded."""
 
-    def __init__(self, policy: ModelPolicy, observer: BatchObserver, health: Health) -> None:
+    def __init__(
+        self, policy: ModelPolicy, observer: BatchObserver, health: Health, remote: RemotePolicy | None = None
+    ) -> None:
         self.policy, self.observer, self.health = policy, observer, health
+        self.remote = remote or RemotePolicy()
         self.models: dict[str, ServedModel] = {}
         self.failures: dict[str, str] = {}  # by bundle (or default_model): why it is not served
         self.load_seconds: dict[str, float] = {}
@@ -156,7 +192,7 @@ class ModelRegistry:
         """Opens the bundle at `path` and serves it as `name` (default: its manifest's name); returns it and the
         model it replaced, which its caller closes once requests already holding it are done."""
         started = time.perf_counter()
-        manifest, runner = open_model(Path(path), self.policy)
+        manifest, runner = open_model(Path(path), self.policy, self.remote, name)
         name = name or manifest.name
         model = ServedModel(name, manifest, runner, self.policy, self.observer)
         replaced = self.models.get(name)
@@ -180,4 +216,4 @@ class ModelRegistry:
 
     def close(self) -> None:
         for model in self.models.values():
-            model.batcher.close()
+            model.close()

@@ -15,10 +15,12 @@ from arbiter.service.access.control import AccessControl, AccessPolicy
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.admission import Limits
 from arbiter.service.runtime.annotation import AnnotationPolicy, AnnotationService
+from arbiter.service.runtime.engines import EngineService
 from arbiter.service.runtime.health import Health
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelPolicy, ModelRegistry, ServedModel
 from arbiter.service.runtime.pipelines import RewardPipelines, SpecPolicy, read_canaries
+from arbiter.service.runtime.remote import RemotePolicy
 from arbiter.service.runtime.scoring import ScoringService
 from arbiter.service.runtime.verifying import VerificationService, VerifierPolicy
 from arbiter.service.settings import ServerSettings
@@ -32,7 +34,9 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.health = Health()
-        self.registry = ModelRegistry(settings.part(ModelPolicy), self.metrics, self.health)
+        self.registry = ModelRegistry(
+            settings.part(ModelPolicy), self.metrics, self.health, settings.part(RemotePolicy)
+        )
         limits = settings.part(Limits)
         self.judging: JudgeService | None = None
         try:
@@ -44,6 +48,7 @@ class Runtime:
         else:
             self.health.ok("constitutions")
         self.scoring = ScoringService(limits, self.registry, self.metrics, self.judging)
+        self.engines = EngineService(limits, self.registry, self.metrics)
         self.verification = VerificationService(settings.part(VerifierPolicy), self.metrics)
         self.pipelines = RewardPipelines(
             settings.part(SpecPolicy), self.registry, self.judging, self.verification, self.metrics, limits
@@ -123,7 +128,7 @@ class Runtime:
 
     async def _retire(self, model: ServedModel) -> None:
         await asyncio.sleep(RETIRE_AFTER_S)
-        await asyncio.to_thread(model.batcher.close)  # runs what is still queued, then stops
+        await asyncio.to_thread(model.close)  # runs what is still queued, then stops
 
     def reload(self) -> RewardSpecList:
         """SIGHUP and POST /v1/admin/reload: the API keys and the reward specs read again. What fails to load

@@ -50,13 +50,19 @@ class ScoringService:
         self, model: ServedModel, prompts: Sequence[Prompt], responses: Sequence[str]
     ) -> tuple[np.ndarray, list[Encoded]]:
         """Encode, admit, then run (admission.py); the caller has checked the item count in its own unit."""
+        scores, _, encoded = await self._score_objectives(model, prompts, responses)
+        return scores, encoded
+
+    async def _score_objectives(
+        self, model: ServedModel, prompts: Sequence[Prompt], responses: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray | None, list[Encoded]]:
         encoded = await model.encode(prompts, responses)
         self.limits.tokens([encoded])
-        scores = await model.run(encoded)
+        scores, objectives = await model.run_objectives(encoded)
         histogram = self.metrics.scores.labels(model.name)
         for s in scores:
             histogram.observe(s)
-        return scores, encoded
+        return scores, objectives, encoded
 
     def _judge(self, caller: Principal, model: str) -> JudgeService:
         caller.require("judge", f"the judge model {model!r}")
@@ -68,8 +74,9 @@ class ScoringService:
             return await self._judge_scores(request, caller)
         model = self.registry.get(request.model)
         prompts, responses = [plain_prompt(i.prompt) for i in request.items], [i.response for i in request.items]
-        raw, encoded = await self._score(model, prompts, responses)
+        raw, objectives, encoded = await self._score_objectives(model, prompts, responses)
         scores = _sigmoid(raw) if request.sigmoid else raw
+        names = model.objectives or []
         return ScoreResponse(
             model=model.name,
             model_version=model.version,
@@ -77,6 +84,9 @@ class ScoringService:
             normalized_scores=model.normalize(raw).tolist() if request.normalize else None,
             tokens=[len(e.ids) for e in encoded],
             truncated=[e.truncated for e in encoded],
+            objectives=[dict(zip(names, row.tolist(), strict=True)) for row in objectives]
+            if objectives is not None
+            else None,
         )
 
     async def _judge_scores(self, request: ScoreRequest, caller: Principal) -> ScoreResponse:

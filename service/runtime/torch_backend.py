@@ -1,19 +1,28 @@
-"""The torch backend: serves a training checkpoint on a GPU (or CPU) with the same batching as ONNX.
+"""The torch backend: serves a training checkpoint, or an imported bundle of runtime torch (a model with no ONNX
+graph), on a GPU (or CPU) with the same batching as ONNX.
 
-Only `--backend torch` imports this module, so the default ONNX path never loads torch.
+Only `--backend torch` and bundles of runtime torch import this module, so the default ONNX path never loads torch.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import arbiter
-from arbiter.bundle import BundleError, Manifest
+from arbiter.bundle import Bundle, BundleError, Manifest
+from arbiter.bundle.render import pad_batch
 from arbiter.training.checkpoint import SPEC_FILE
+from arbiter.training.importing.checkpoints import load_imported
 from arbiter.training.torch_scorer import TorchScorer
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
@@ -22,7 +31,7 @@ def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
             f"{path}: the torch backend serves training checkpoints (a folder with {SPEC_FILE}, "
             "such as runs/NAME/checkpoint); ONNX bundles are served by the default onnx backend"
         )
-    scorer = TorchScorer.from_checkpoint(path, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    scorer = TorchScorer.from_checkpoint(path, _device())
     manifest = Manifest(
         name=path.parent.name,
         model_version=f"checkpoint-{int(path.stat().st_mtime)}",
@@ -31,3 +40,31 @@ def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
         model=scorer.model.spec,
     )
     return manifest, scorer
+
+
+class ImportedTorchRunner:
+    """An imported model that has no graph, run by torch on the bundle's inputs (its tokenizer and rendering)."""
+
+    def __init__(self, bundle: Bundle, threads: int) -> None:
+        source = bundle.manifest.source
+        if source is None:
+            raise BundleError(f"{bundle.path}: runtime torch, but the manifest names no source checkpoint")
+        if threads:
+            torch.set_num_threads(threads)
+        objective = bundle.manifest.objectives.score if bundle.manifest.objectives else None
+        self.spec, self.builder, self.device = bundle.manifest.model, bundle.input_builder(), _device()
+        self.model = load_imported(source.adapter or source.checkpoint, objective).model.to(self.device)
+
+    @torch.no_grad()
+    def run_rows(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)
+        score, logits = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
+        return torch.column_stack([score, logits]).cpu().numpy().astype(np.float64)
+
+    def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        rows: np.ndarray = self.run_rows(sequences)[:, 0]
+        return rows
+
+
+def open_imported(bundle: Bundle, threads: int = 0) -> ImportedTorchRunner:
+    return ImportedTorchRunner(bundle, threads)
