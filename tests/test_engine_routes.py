@@ -149,6 +149,9 @@ def test_engine_routes_share_the_limits_and_errors(served) -> None:
     bad_id = post(served, "/classify", {"model": "qwen3", "input": [[10**8]]})
     assert bad_id.status_code == 400 and "vocabulary" in bad_id.json()["error"]["message"]
     assert post(served, "/classify", {"model": "qwen3", "input": []}).status_code == 422
+    empty = post(served, "/classify", {"model": "qwen3", "input": [[]]})
+    assert empty.status_code == 400 and "no tokens" in empty.json()["error"]["message"]
+    assert post(served, "/classify", {"model": "qwen3", "input": ""}).status_code == 422
     many = post(served, "/classify", {"model": "qwen3", "input": ["x"] * 65})
     assert many.status_code == 413 and many.json()["error"]["details"]["limit"] == "max_items"
     assert httpx.get(f"{served.url}/readyz").status_code == 200  # and the server goes on serving

@@ -25,7 +25,9 @@ def test_an_imported_model_scores_as_its_original_over_http(name: str, cases, se
     body = scored(served, name, conversations)
     expected = np.array([case.reference(m, r)[case.score_index] for m, r in conversations])
     assert not any(body["truncated"])
-    assert np.abs(np.array(body["scores"]) - expected).max() <= TOLERANCE, (name, body["scores"], expected.tolist())
+    diff = float(np.abs(np.array(body["scores"]) - expected).max())
+    print(f"{name}: max |arbiter over HTTP - original| {diff:.1e} over {len(expected)} texts")  # shown with -rP
+    assert diff <= TOLERANCE, (name, body["scores"], expected.tolist())
     assert np.std(expected) > 1e-3  # the texts are told apart: a constant score would not pass for parity
 
 

@@ -140,10 +140,10 @@ def create_app(settings: ServerSettings, runtime: Runtime) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/health")
+    @app.get("/health", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def health() -> Response:
         """The engines' liveness probe (vLLM, TEI and SGLang answer /health with an empty 200)."""
-        return Response(status_code=200)
+        return Response(status_code=200, media_type="text/plain")
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

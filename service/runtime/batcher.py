@@ -51,8 +51,7 @@ class _Job:
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:
-        shape = (len(self.sequences),) if self.columns == 1 else (len(self.sequences), self.columns)
-        self.scores = np.empty(shape, dtype=np.float64)
+        self.scores = np.empty((len(self.sequences), *job_row(self.columns)), dtype=np.float64)
         self.remaining = len(self.sequences)
 
     def abandoned(self) -> bool:
@@ -165,6 +164,8 @@ class Batcher:
         started = time.perf_counter()
         try:
             scores = self._run(sequences)
+            if scores.shape[:1] != (len(batch),) or scores.shape[1:] != job_row(self.columns):
+                raise RuntimeError(f"the model gave {scores.shape} outputs for {len(batch)} sequences")
         except Exception as exc:  # a model failure fails the requests in this batch, not the worker
             for job in {job for job, _ in batch}:
                 job.loop.call_soon_threadsafe(_fail, job.future, exc)
@@ -178,6 +179,11 @@ class Batcher:
         if self._observer:
             width, real = max(len(s) for s in sequences), sum(len(s) for s in sequences)
             self._observer.observe_batch(BatchStats(len(batch), width * len(batch), real, seconds))
+
+
+def job_row(columns: int) -> tuple[int, ...]:
+    """The shape of one sequence's outputs: a score, or a row of `columns`."""
+    return () if columns == 1 else (columns,)
 
 
 def _finish(future: asyncio.Future[np.ndarray], scores: np.ndarray) -> None:

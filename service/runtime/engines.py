@@ -55,10 +55,18 @@ class EngineService:
         try:
             return self.registry.get(name)
         except ModelNotFound:
+            found = []
             for model in self.registry.models.values():
                 source = model.manifest.source
                 if name in (model.manifest.model.base_model, source.checkpoint if source else None):
-                    return model
+                    found.append(model)
+            if len(found) > 1:  # two bundles of one checkpoint (another --objective, say): the caller must choose
+                names = sorted(m.name for m in found)
+                raise InvalidInput(
+                    f"{name!r} is served as {', '.join(names)}: name one", details={"models": names}
+                ) from None
+            if found:
+                return found[0]
             raise
 
     async def _outputs(
@@ -75,6 +83,8 @@ class EngineService:
             else builder.encode_ids(item, keep_end, limit)
             for item in inputs
         ]
+        if empty := [i for i, e in enumerate(encoded) if not e.ids]:
+            raise InvalidInput(f"input {empty[0]} has no tokens: nothing to score", details={"inputs": empty})
         if strict and (over := [i for i, e in enumerate(encoded) if e.truncated]):
             raise TooLarge(
                 f"input {over[0]} is longer than the model's {builder.max_length} tokens (and truncate is false)",
@@ -82,6 +92,9 @@ class EngineService:
             )
         self.limits.tokens([encoded])
         scores, objectives = await model.run_objectives(encoded)
+        histogram = self.metrics.scores.labels(model.name)
+        for score in scores:
+            histogram.observe(score)
         rows = objectives if objectives is not None else scores[:, None]
         return rows, encoded
 

@@ -26,10 +26,11 @@ import numpy as np
 from arbiter.bundle import Bundle, BundleError
 from arbiter.clients.engines import ClassifyResponse, EmbeddingsResponse, Prediction
 from arbiter.clients.retry import Retry
-from arbiter.errors import EngineDown
+from arbiter.errors import EngineDown, InvalidInput
 
 log = logging.getLogger("arbiter.remote")
 RETRIED_STATUSES = {408, 429, 500, 502, 503, 504}
+REFUSED_INPUT = {400, 413, 422}
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,11 @@ class RemotePolicy:
 
 
 class EngineError(Exception):
-    """One post failed; `retry` says whether another try may succeed."""
+    """One post failed; `retry` says whether another try may succeed, `retry_after` what the engine asked for."""
 
-    def __init__(self, message: str, retry: bool) -> None:
+    def __init__(self, message: str, retry: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retry = retry
+        self.retry, self.retry_after = retry, retry_after
 
 
 class RemoteRunner:
@@ -65,6 +66,8 @@ class RemoteRunner:
             max_connections=policy.remote_concurrency, max_keepalive_connections=policy.remote_concurrency
         )
         self.client = httpx.Client(base_url=engine.url, timeout=policy.remote_timeout_s, limits=limits)
+        # Its own connection: a health check must not wait behind busy scoring connections and read as "down".
+        self.prober = httpx.Client(base_url=engine.url, timeout=min(policy.remote_timeout_s, 5.0))
         self.pool = ThreadPoolExecutor(policy.remote_concurrency, thread_name_prefix=f"engine-{self.name}")
         self.retry = Retry(attempts=policy.remote_attempts, backoff=0.1, max_backoff=2.0)
         self.up, self.down_reason = True, ""
@@ -82,13 +85,19 @@ class RemoteRunner:
             raise EngineDown(f"the engine of model {self.name!r} is down ({self.down_reason})", self._details())
         size = self.policy.remote_batch_size
         pieces = [list(sequences[i : i + size]) for i in range(0, len(sequences), size)]
-        outputs = np.concatenate(list(self.pool.map(self._post_with_retries, pieces)))
+        try:
+            outputs = np.concatenate(list(self.pool.map(self._post_with_retries, pieces)))
+        except RuntimeError as error:  # the pool shut down under this window (the server is stopping)
+            raise EngineDown(f"model {self.name!r} is closing ({error})", self._details()) from None
         return np.column_stack([outputs[:, self.score_index], outputs])
 
     def close(self) -> None:
+        """After the batcher has stopped: the posts in flight finish (or fail) before the client goes."""
         self._closed.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self._watcher.join(timeout=10)
+        self.pool.shutdown(wait=True)
         self.client.close()
+        self.prober.close()
 
     def _details(self) -> dict[str, object]:
         return {"model": self.name, "engine": self.engine.url, "protocol": self.engine.protocol}
@@ -101,7 +110,7 @@ class RemoteRunner:
                 if not error.retry or attempt == self.policy.remote_attempts - 1:
                     log.warning("engine request failed", extra={**self._details(), "reason": str(error)})
                     raise EngineDown(f"the engine of model {self.name!r} failed: {error}", self._details()) from None
-                time.sleep(self.retry.delay(attempt))
+                time.sleep(self.retry.delay(attempt, error.retry_after))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _post(self, piece: list[list[int]]) -> np.ndarray:
@@ -110,8 +119,18 @@ class RemoteRunner:
             answer = self.client.post(path, json=body)
         except httpx.TransportError as error:  # refused, reset, timed out: worth another try
             raise EngineError(f"{type(error).__name__}: {error}", retry=True) from None
+        except (httpx.HTTPError, RuntimeError) as error:  # a body it cannot decode; a client closed by close()
+            raise EngineError(f"{type(error).__name__}: {error}", retry=False) from None
+        if answer.status_code in REFUSED_INPUT:
+            # The engine refuses what it was sent (over its own length limit, say): the caller's input, not a fault.
+            raise InvalidInput(f"the engine of model {self.name!r} refused the input: {answer.text[:300]}")
         if answer.status_code != 200:
-            raise EngineError(f"HTTP {answer.status_code}: {answer.text[:300]}", answer.status_code in RETRIED_STATUSES)
+            retry_after = answer.headers.get("retry-after")
+            raise EngineError(
+                f"HTTP {answer.status_code}: {answer.text[:300]}",
+                answer.status_code in RETRIED_STATUSES,
+                float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
+            )
         try:
             return self._rows(answer.json(), len(piece))
         except (ValueError, KeyError, TypeError) as error:  # an answer of another shape: not worth retrying
@@ -124,12 +143,19 @@ class RemoteRunner:
         if self.engine.protocol == "sglang":
             return "/v1/embeddings", {"model": model, "input": piece}
         texts = [self._text(ids) for ids in piece]
-        return "/predict", {"inputs": [[t] for t in texts], "raw_scores": True, "truncate": True}
+        # Cut as Arbiter cuts (the start goes), should TEI's limit be shorter than the bundle's.
+        body = {"inputs": [[t] for t in texts], "raw_scores": True, "truncate": True, "truncation_direction": "Left"}
+        return "/predict", body
 
     def _text(self, ids: list[int]) -> str:
-        """TEI tokenizes itself: the text without the special tokens it will add again."""
-        head, tail = len(self.builder.head_special), len(self.builder.tail_special)
-        return self.builder.tokenizer.decode(ids[head : len(ids) - tail], skip_special_tokens=False)
+        """TEI tokenizes itself: the text without the special tokens it will add again (when the ids have them:
+        ids a caller sent through /classify have none)."""
+        head, tail = self.builder.head_special, self.builder.tail_special
+        if head and ids[: len(head)] == head:
+            ids = ids[len(head) :]
+        if tail and ids[len(ids) - len(tail) :] == tail:
+            ids = ids[: len(ids) - len(tail)]
+        return self.builder.tokenizer.decode(ids, skip_special_tokens=False)
 
     def _rows(self, answer: Any, count: int) -> np.ndarray:
         """[count, labels] raw outputs, from any of the three protocols' answers."""
@@ -143,7 +169,8 @@ class RemoteRunner:
             rows = []
             for predictions in answer:
                 scores = {p.label: p.score for p in (Prediction.model_validate(x) for x in predictions)}
-                rows.append([scores[label] for label in self.labels])
+                # One output: whatever the model calls its label (TEI answers with id2label's name).
+                rows.append(list(scores.values())[:1] if len(self.labels) == 1 else [scores[k] for k in self.labels])
         out = np.asarray(rows, dtype=np.float64)
         if out.shape != (count, len(self.labels)):
             raise ValueError(f"{out.shape[0]} rows of {out.shape[1:]} for {count} inputs of {len(self.labels)} labels")
@@ -153,9 +180,9 @@ class RemoteRunner:
         """Polls GET /health: down when it fails, up again when it answers."""
         while not self._closed.wait(self.policy.remote_health_interval_s):
             try:
-                ok = self.client.get("/health", timeout=min(self.policy.remote_timeout_s, 5.0)).status_code == 200
+                ok = self.prober.get("/health").status_code == 200
                 reason = "" if ok else "its /health is not 200"
-            except httpx.HTTPError as error:
+            except Exception as error:  # whatever it is, the engine did not answer: keep watching
                 ok, reason = False, f"{type(error).__name__}: {error}"
             if ok != self.up:
                 log.warning("engine " + ("up" if ok else "down"), extra={**self._details(), "reason": reason})
