@@ -45,3 +45,11 @@ def test_readme_python_runs(server, section, tmp_path):
         assert result.returncode == 0, f"README {section!r} block {i} failed:\n{code}\n{result.stderr[-3000:]}"
         assert result.stdout.strip(), "each block prints what it shows"
         assert "nan" not in result.stdout.lower(), f"a README example scored nothing:\n{result.stdout}"
+
+
+def test_every_setting_is_in_the_readme():
+    """The settings table is the documentation of ServerSettings: a new setting without a row fails here."""
+    from arbiter.service.settings import ServerSettings
+
+    text = README.read_text()
+    assert [name for name in ServerSettings.model_fields if f"`{name}`" not in text] == []
