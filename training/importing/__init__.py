@@ -1,0 +1,1 @@
+"""`arbiter import`: reward models trained elsewhere (transformers, TRL, OpenRLHF, PEFT) into bundles."""
