@@ -174,11 +174,8 @@ def objective_index(labels: list[str], objective: str | None) -> int:
 def _tensor(folder: Path, name: str) -> torch.Tensor:
     """One tensor of a checkpoint, from its safetensors file(s) or pytorch_model.bin."""
     index = folder / "model.safetensors.index.json"
-    files = (
-        [folder / json.loads(index.read_text())["weight_map"][name]]
-        if index.is_file() and name in json.loads(index.read_text()).get("weight_map", {})
-        else sorted(folder.glob("*.safetensors"))
-    )
+    weight_map = json.loads(index.read_text()).get("weight_map", {}) if index.is_file() else {}
+    files = [folder / weight_map[name]] if name in weight_map else sorted(folder.glob("*.safetensors"))
     for file in files:
         with safe_open(str(file), framework="pt") as f:
             if name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)

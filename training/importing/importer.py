@@ -178,13 +178,15 @@ def _write(
     print(f"parity with the original model: max |diff| {parity.max_abs_diff:.2e} over {parity.items} texts")
 
     result: Metrics | None = None
+    pairs = None
     normalization = None
     if imported.normalization:
         mean, std = imported.normalization
         normalization = Normalization(mean=mean, std=std, count=0, source="the checkpoint's config (normalize_reward)")
     if groups:
         scores = onnx.score_ids(sequences) if onnx else _torch_rows(imported, spec, sequences)[:, 0]
-        result = metrics(pairs_from_scores(groups, scores))
+        pairs = pairs_from_scores(groups, scores)
+        result = metrics(pairs)
         print(format_table(result), flush=True)
         (staging / "eval.json").write_text(to_json(result))
         if normalization is None:
@@ -195,8 +197,7 @@ def _write(
                 source="fp32 scores of every response in the eval data",
             )
     int8_report = None
-    if int8 and onnx and groups:
-        pairs = pairs_from_scores(groups, onnx.score_ids(sequences))
+    if int8 and onnx and pairs is not None:  # the fp32 pairs scored above are int8's reference
         int8_report = int8_file(staging, spec, builder, groups, sequences, pairs, min_int8_agreement)
 
     manifest = new_manifest(
