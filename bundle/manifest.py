@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Major.minor. A reader accepts any minor of its own major; a new major means an incompatible layout.
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -63,7 +63,8 @@ class ModelSpec(Section):
     # first_token/last_token: the token where the mask says the text starts/ends. The two below came in 1.1, with
     # imported models: last_non_pad is transformers' *ForSequenceClassification rule for decoders (the last token
     # that is not pad_token_id), classifier an encoder's own classification head (BERT's pooler, ModernBERT's mean).
-    pooling: Literal["first_token", "last_token", "last_non_pad", "classifier"]
+    # mean came in 1.2: the average of the real tokens' states, what sentence encoders were trained to summarise into.
+    pooling: Literal["first_token", "last_token", "last_non_pad", "classifier", "mean"]
     max_length: int = Field(gt=8)
     padding_side: Literal["left", "right"]
     pad_token_id: int

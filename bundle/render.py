@@ -107,6 +107,7 @@ class TemplateRenderer:
 class Encoded:
     ids: list[int]
     truncated: bool
+    response_cut: bool = False  # the response alone was over the budget: its end is lost, and the whole prompt
 
 
 class InputBuilder:
@@ -125,7 +126,7 @@ class InputBuilder:
         tail_ids, tail_over = self._edge(tail, budget, keep_end=False)
         # A response over the budget leaves no room for the prompt: it is never tokenized.
         head_ids, head_over = ([], True) if tail_over else self._edge(head, budget - len(tail_ids), keep_end=True)
-        return Encoded(self.head_special + head_ids + tail_ids + self.tail_special, tail_over or head_over)
+        return Encoded(self.head_special + head_ids + tail_ids + self.tail_special, tail_over or head_over, tail_over)
 
     def encode_text(self, text: str, keep_end: bool = True, limit: int | None = None) -> Encoded:
         """A text rendered already (what the engines' routes take), framed by the tokenizer's special tokens, as

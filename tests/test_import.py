@@ -96,7 +96,7 @@ def test_pad_equal_to_eos_is_read_as_transformers_reads_it_under_either_padding(
 
 def test_the_bundles_record_where_they_came_from(cases) -> None:
     trl = json.loads((cases["trl"].bundle / "manifest.json").read_text())
-    assert trl["format_version"] == "1.1" and trl["runtime"] == "onnx"
+    assert trl["format_version"] == "1.2" and trl["runtime"] == "onnx"
     assert trl["eval_accuracy"] is not None and trl["normalization"]["count"] > 0 and trl["int8"] is not None
     lora = json.loads((cases["lora"].bundle / "manifest.json").read_text())
     assert lora["source"]["adapter"] and lora["model"]["pooling"] == "last_non_pad"

@@ -70,7 +70,7 @@ def test_tie_counts_as_wrong():
 def test_collate_encodes_each_response_once_and_indexes_pairs():
     kwise = PreferenceGroup("p", ("a", "b", "c"), (Comparison(0, 1), Comparison(0, 2), Comparison(1, 2)), "s")
     pair = PreferenceGroup("q", ("x", "y"), (Comparison(1, 0, margin=0.5, strength=0.9),), "s")
-    encoded = [EncodedGroup(kwise, [[1, 2], [1, 2, 3], [1]]), EncodedGroup(pair, [[4], [5, 6]])]
+    encoded = [EncodedGroup(kwise, [[1, 2], [1, 2, 3], [1]], [None] * 3), EncodedGroup(pair, [[4], [5, 6]], [None] * 2)]
     batch = collate(encoded, pad_id=0, padding_side="right", use_margin=True, use_strength=True, margin_scale=2.0)
     assert batch.input_ids.shape == (5, 3)
     assert batch.attention_mask.sum(1).tolist() == [2, 3, 1, 1, 2]

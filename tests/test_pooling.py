@@ -40,7 +40,7 @@ def test_architecture_and_pooling_detected(model_and_builder):
     if model.spec.model_type == "bert":
         assert (model.spec.architecture, model.spec.pooling, model.spec.rendering.kind) == (
             "encoder",
-            "first_token",
+            "mean",  # all-MiniLM-L6-v2 is a mean-pooling sentence encoder
             "plain",
         )
     else:

@@ -123,12 +123,13 @@ def whole(builder, prompt, response):
     )
     budget = builder.max_length - len(builder.head_special) - len(builder.tail_special)
     truncated = len(prompt_ids) + len(response_ids) > budget
+    response_cut = len(response_ids) > budget
     if len(response_ids) >= budget:
         prompt_ids, response_ids = [], response_ids[:budget]
     elif truncated:
         prompt_ids = prompt_ids[len(prompt_ids) + len(response_ids) - budget :]
     ids = builder.head_special + prompt_ids + response_ids + builder.tail_special
-    return Encoded(ids, truncated)
+    return Encoded(ids, truncated, response_cut)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from arbiter.training.loss import PairIndex
 class EncodedGroup:
     group: PreferenceGroup
     ids: list[list[int]]  # one token sequence per response
+    cut: list[str | None]  # per response: None, "prompt" (its start was cut) or "response" (the response's end)
+    lower: list[torch.Tensor] | None = None  # with cached frozen layers: their output, one tensor per response
 
     @property
     def tokens(self) -> int:
@@ -42,7 +44,12 @@ class Batch:
 
 
 def encode_groups(groups: Sequence[PreferenceGroup], builder: InputBuilder) -> list[EncodedGroup]:
-    return [EncodedGroup(g, [builder.encode(g.prompt, r).ids for r in g.responses]) for g in groups]
+    items = []
+    for g in groups:
+        encoded = builder.encode_many([g.prompt] * len(g.responses), g.responses)
+        cut = [("response" if e.response_cut else "prompt") if e.truncated else None for e in encoded]
+        items.append(EncodedGroup(g, [e.ids for e in encoded], cut))
+    return items
 
 
 def collate(

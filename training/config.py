@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from arbiter.data.sources import SourceSpec
+
+Pooling = Literal["auto", "first_token", "last_token", "mean"]
 
 
 class TrainConfig(BaseModel):
@@ -17,11 +19,22 @@ class TrainConfig(BaseModel):
     data: list[SourceSpec] = Field(default_factory=list, description="preference sources (repeat the flag)")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of prompts held out for evaluation")
     max_groups_per_source: int | None = Field(None, description="cap per source, for quick runs")
+    balance_sources: bool = Field(
+        False, description="resample each source's training side to the largest one's size (after weights)"
+    )
     base_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="backbone: hub id, folder or .gguf")
     architecture: Literal["auto", "encoder", "decoder"] = "auto"
     chat_template: Literal["auto", "none"] = Field("auto", description="'none' forces the plain template")
     padding_side: Literal["auto", "left", "right"] = "auto"
     max_length: int = Field(256, gt=8, description="tokens per prompt+response; the prompt is cut from the left")
+    pooling: Pooling = Field(
+        "auto",
+        description="auto: a sentence encoder's own pooling (mean for MiniLM), else first (encoder) or last token",
+    )
+    freeze_layers: int = Field(0, ge=0, description="freeze the embeddings and this many lower transformer blocks")
+    cache_frozen: bool = Field(
+        True, description="with freeze_layers: run the frozen blocks once per sequence and replay their output"
+    )
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, description="stop after this many optimizer steps")
     batch_size: int = Field(16, gt=0, description="prompt groups per micro-batch, per process")
@@ -47,6 +60,12 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     out: Path = Field(Path("runs/latest"), description="the run folder")
     name: str = Field("reward-model", description="model name written into the bundle")
+
+    @model_validator(mode="after")
+    def _one_way_to_train_part(self) -> TrainConfig:
+        if self.freeze_layers and self.lora_r:
+            raise ValueError("freeze_layers and lora_r are two ways to train part of the model: choose one")
+        return self
 
     @classmethod
     def from_yaml(cls, path: Path, **overrides: object) -> TrainConfig:

@@ -1,22 +1,28 @@
 """A scalar reward model over any Hugging Face backbone.
 
-Encoders score from the first real token, decoders from the last real token. Both positions come from the
-attention mask, never from searching for pad ids: that search is the classic bug when pad == eos, and it
-breaks under left padding. Decoders also get position ids from the mask, so left padding changes nothing.
+Decoders score from the last real token; encoders from the mean of the real tokens when the backbone is a sentence
+encoder trained to summarise that way (its sentence-transformers pooling config says so), else from the first token.
+Positions come from the attention mask, never from searching for pad ids: that search is the classic bug when
+pad == eos, and it breaks under left padding. Decoders also get position ids from the mask, so left padding changes
+nothing.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import cached_file
 
 from arbiter import weights
 from arbiter.bundle.manifest import ModelSpec, Rendering
 from arbiter.bundle.render import InputBuilder
+from arbiter.training.config import Pooling
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -73,6 +79,14 @@ class RewardModel(nn.Module):
         if self._mask_positions:
             extra["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        return self.score_hidden(hidden, attention_mask)
+
+    def score_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The head over the pooled last hidden states."""
+        if self.spec.pooling == "mean":
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+            return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         real = attention_mask.bool()
         if self.spec.pooling == "first_token":
@@ -82,6 +96,24 @@ class RewardModel(nn.Module):
             index = torch.where(real, positions, -1).amax(-1)
         pooled = hidden.gather(1, index.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+
+
+def default_pooling(path: str, architecture: str) -> Literal["first_token", "last_token", "mean"]:
+    """What the backbone was trained to summarise into: a sentence encoder's own pooling config, else its kind's."""
+    if architecture == "decoder":
+        return "last_token"
+    for module in _json_file(path, "modules.json") or []:
+        if str(module.get("type", "")).endswith("Pooling"):
+            pooling = _json_file(path, f"{module.get('path', '')}/config.json".lstrip("/")) or {}
+            if pooling.get("pooling_mode_mean_tokens"):
+                return "mean"
+    return "first_token"
+
+
+def _json_file(path: str, name: str) -> Any:
+    """A JSON file of a local folder or of a hub repository (cached as from_pretrained caches), or None."""
+    found = cached_file(path, name, _raise_exceptions_for_missing_entries=False)
+    return json.loads(Path(found).read_text()) if found else None
 
 
 def detect_architecture(config: object) -> str:
@@ -118,6 +150,7 @@ def build_reward_model(
     chat_template: str = "auto",
     padding_side: str = "auto",
     dtype: torch.dtype = torch.float32,
+    pooling: Pooling = "auto",
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
     path = weights.resolve(base_model)
     config = AutoConfig.from_pretrained(path)
@@ -128,7 +161,7 @@ def build_reward_model(
         base_model=weights.canonical_name(base_model),
         architecture=arch,
         model_type=config.model_type,
-        pooling="first_token" if arch == "encoder" else "last_token",
+        pooling=default_pooling(path, arch) if pooling == "auto" else pooling,
         max_length=min(max_length, getattr(config, "max_position_embeddings", max_length)),
         padding_side=("right" if arch == "encoder" else "left") if padding_side == "auto" else padding_side,
         pad_token_id=tokenizer.pad_token_id,

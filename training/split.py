@@ -39,10 +39,12 @@ def load_preferences(
     eval_fraction: float = 0.1,
     seed: int = 0,
     max_groups_per_source: int | None = None,
+    balance_sources: bool = False,
 ) -> LoadedData:
-    """Read, parse, split by prompt, then weight the training side of each source."""
+    """Read, parse, split by prompt, then weight the training side of each source (and balance them, if asked)."""
     rng = random.Random(seed)
-    train, evaluation, reports = [], [], []
+    evaluation, reports = [], []
+    per_source: list[list[PreferenceGroup]] = []
     for spec in sources:
         groups, report = load_source(spec)
         reports.append(report)
@@ -51,8 +53,13 @@ def load_preferences(
         if max_groups_per_source is not None:
             source_train = rng.sample(source_train, min(max_groups_per_source, len(source_train)))
             source_eval = source_eval[: max(1, int(max_groups_per_source * eval_fraction))]
-        train.extend(_weighted(source_train, spec.weight, rng))
+        per_source.append(_weighted(source_train, spec.weight, rng))
         evaluation.extend(source_eval)
+    if balance_sources:
+        # A small source seen as often as the largest: its own preferences (length, say) weigh as much.
+        largest = max((len(groups) for groups in per_source), default=0)
+        per_source = [_weighted(groups, largest / len(groups), rng) if groups else groups for groups in per_source]
+    train = [g for groups in per_source for g in groups]
     rng.shuffle(train)
     return LoadedData(train, evaluation, reports)
 

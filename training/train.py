@@ -24,11 +24,13 @@ from arbiter.training import distributed, plots
 from arbiter.training.batching import Batch, EncodedGroup, batches_forever, collate, encode_groups
 from arbiter.training.checkpoint import save_checkpoint
 from arbiter.training.config import TrainConfig
+from arbiter.training.frozen_layers import LowerStates, freeze_lower
 from arbiter.training.loss import pair_accuracy, preference_loss
 from arbiter.training.model import RewardModel, build_reward_model
 from arbiter.training.report import evaluate_into
 from arbiter.training.split import load_preferences
 from arbiter.training.torch_scorer import TorchScorer
+from arbiter.training.truncation import format_truncation, truncation_report
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -50,7 +52,12 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     run = Path(config.out)
     amp_dtype = _amp_dtype(config.precision, ctx.device)
     model, tokenizer = build_reward_model(
-        config.base_model, config.max_length, config.architecture, config.chat_template, config.padding_side
+        config.base_model,
+        config.max_length,
+        config.architecture,
+        config.chat_template,
+        config.padding_side,
+        pooling=config.pooling,
     )
     spec = model.spec
     if config.lora_r:
@@ -63,11 +70,15 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
             target_modules="all-linear",
         )
         model.backbone = get_peft_model(model.backbone, lora)
+    if config.freeze_layers:
+        freeze_lower(model.backbone, config.freeze_layers)
     if config.gradient_checkpointing:
         _enable_checkpointing(model.backbone)
     model.to(ctx.device)
 
-    data = load_preferences(config.data, config.eval_fraction, config.seed, config.max_groups_per_source)
+    data = load_preferences(
+        config.data, config.eval_fraction, config.seed, config.max_groups_per_source, config.balance_sources
+    )
     builder = model.input_builder(tokenizer)
     if ctx.is_main:
         print(data.summary_table(), flush=True)
@@ -79,6 +90,11 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         raise ValueError("no usable training rows: see the bad-row table above")
     train_items = encode_groups(data.train[ctx.rank :: ctx.world], builder)
     eval_items = encode_groups(data.eval, builder) if ctx.is_main else []
+    if ctx.is_main:
+        truncation = {"train": truncation_report(train_items), "eval": truncation_report(eval_items)}
+        print(format_truncation(truncation["train"], spec.max_length), flush=True)
+        (run / "truncation.json").write_text(json.dumps(truncation, indent=2))
+    lower = _cache_frozen(model, train_items, config) if config.freeze_layers and config.cache_frozen else None
 
     per_step = config.batch_size * config.grad_accum
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * len(train_items) / per_step))
@@ -99,10 +115,12 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     for step in range(1, total_steps + 1):
         loss_sum, acc_sum = 0.0, 0.0
         for micro in range(config.grad_accum):
-            batch = _collate(next(batches), spec, config).to(ctx.device)
+            items = next(batches)
+            batch = _collate(items, spec, config).to(ctx.device)
             last = micro == config.grad_accum - 1
             sync = contextlib.nullcontext() if last or ddp is None else ddp.no_sync()
-            with sync, _autocast(ctx.device, amp_dtype):
+            replay = contextlib.nullcontext() if lower is None else lower.replayed(_cached(lower, items, ctx.device))
+            with sync, replay, _autocast(ctx.device, amp_dtype):
                 rewards = engine(batch.input_ids, batch.attention_mask).float()
                 loss = preference_loss(rewards, batch.pairs, config.center_coef)
             scaler.scale(loss / config.grad_accum).backward()
@@ -160,6 +178,26 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
             evaluate_into(run, scorer, data.eval)
     ctx.barrier()
     return run
+
+
+def _cache_frozen(model: RewardModel, items: list[EncodedGroup], config: TrainConfig) -> LowerStates:
+    """The frozen blocks' output for every training response, attached to its group."""
+    sequences = [ids for item in items for ids in item.ids]
+    started = time.perf_counter()
+    lower, states = LowerStates.compute(model, config.freeze_layers, sequences, progress=True)
+    offset = 0
+    for item in items:
+        item.lower = states[offset : offset + len(item.ids)]
+        offset += len(item.ids)
+    megabytes = sum(s.numel() * s.element_size() for s in states) / 2**20
+    tqdm.write(
+        f"frozen blocks cached: {len(states)} sequences, {megabytes:.0f} MB, {time.perf_counter() - started:.0f} s"
+    )
+    return lower
+
+
+def _cached(lower: LowerStates, items: list[EncodedGroup], device: torch.device) -> torch.Tensor:
+    return lower.padded([s for item in items for s in item.lower or []]).to(device)
 
 
 @torch.no_grad()
