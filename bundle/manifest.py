@@ -54,6 +54,26 @@ class Normalization(Section):
     source: str = Field(description="what the statistics were computed on")
 
 
+class SourceEvaluation(Section):
+    """Held-out accuracy on one source (or all of them), its bootstrap 95% interval, and its length bias."""
+
+    pairs: int
+    accuracy: float
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+    labels_prefer_longer: float | None = Field(None, description="pairs of different lengths: chosen is longer")
+    model_prefers_longer: float | None = Field(None, description="of those: the longer one scores higher")
+
+
+class Evaluation(Section):
+    """1.2: the evaluation at export, per source; the model card's table and GET /v1/models/{name} show it."""
+
+    data: str = Field(description="what was evaluated")
+    overall: SourceEvaluation
+    by_source: dict[str, SourceEvaluation]
+    ece: float | None = None
+
+
 class ModelSpec(Section):
     """What a model is and how its inputs are built: shared by training checkpoints and bundles."""
 
@@ -110,6 +130,7 @@ class Manifest(Section):
     int8: Int8Report | None = None
     normalization: Normalization | None = None
     eval_accuracy: float | None = None
+    evaluation: Evaluation | None = None
     training: dict[str, object] = Field(default_factory=dict)
     objectives: Objectives | None = None
     source: Source | None = None

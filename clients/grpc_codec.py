@@ -112,6 +112,7 @@ def from_proto(message: Message, model_type: type[M]) -> M:
             info.setdefault("eval_accuracy", None)
             info.setdefault("normalization", None)
             info.setdefault("engine_up", None)
+            info.setdefault("evaluation", None)
             for field in ("objectives", "score_objective", "source_format", "engine"):  # proto3's empty is the unset
                 info[field] = info.get(field) or None
     return model_type.model_validate(data)

@@ -123,6 +123,28 @@ class Normalization(Wire):
     std: float
 
 
+class AccuracyReport(Wire):
+    """Held-out accuracy of a model on one source (or all of them), with its length bias."""
+
+    pairs: int
+    accuracy: float
+    accuracy_low: float | None = Field(None, description="bootstrap 95% interval, lower end")
+    accuracy_high: float | None = Field(None, description="bootstrap 95% interval, upper end")
+    labels_prefer_longer: float | None = Field(
+        None, description="among pairs of different lengths, the share whose chosen response is the longer"
+    )
+    model_prefers_longer: float | None = Field(None, description="the share of those the model scores longer-higher")
+
+
+class ModelEvaluation(Wire):
+    """The evaluation the bundle was exported with (its model card's table)."""
+
+    data: str = Field(description="what was evaluated, such as the held-out split of the training files")
+    overall: AccuracyReport
+    by_source: dict[str, AccuracyReport]
+    ece: float | None = Field(None, description="expected calibration error of sigmoid(score difference)")
+
+
 class ModelInfo(Wire):
     name: str
     version: str
@@ -138,6 +160,7 @@ class ModelInfo(Wire):
     source_format: str | None = Field(None, description="where an imported model came from: transformers, openrlhf")
     engine: str | None = Field(None, description="a remote model: the engine's URL")
     engine_up: bool | None = Field(None, description="a remote model: whether the engine's health check passes")
+    evaluation: ModelEvaluation | None = Field(None, description="held-out evaluation at export, when there was one")
 
 
 class ModelList(Wire):

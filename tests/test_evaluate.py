@@ -7,7 +7,15 @@ import math
 import numpy as np
 
 from arbiter.data.schema import Comparison, PreferenceGroup
-from arbiter.training.evaluate import calibration, format_table, metrics, pairs_from_scores, to_json
+from arbiter.training.evaluate import (
+    accuracy_interval,
+    calibration,
+    evaluation_section,
+    format_table,
+    metrics,
+    pairs_from_scores,
+    to_json,
+)
 
 
 def group(chosen: str, rejected: str, source: str = "s", subset: str | None = None) -> PreferenceGroup:
@@ -61,3 +69,24 @@ def test_table_and_strict_json_with_undefined_metrics():
     assert math.isnan(result["length_bias"]["labels_prefer_longer"])
     assert "null" in to_json(result) and "NaN" not in to_json(result)
     assert "ALL" in format_table(result) and "n/a" in format_table(result)
+
+
+def test_bootstrap_interval_brackets_the_share_and_shrinks_with_more_pairs():
+    few, many = np.array([1.0, 0.0] * 10), np.array([1.0, 0.0] * 1000)
+    low, high = accuracy_interval(few)
+    assert low < 0.5 < high and low >= 0.2 and high <= 0.8  # binomial: 0.5 +- 1.96 * sqrt(0.25 / 20) = +-0.22
+    many_low, many_high = accuracy_interval(many)
+    assert many_high - many_low < (high - low) / 5 and abs((many_high - many_low) / 2 - 1.96 * 0.5 / 2000**0.5) < 0.003
+    assert accuracy_interval(np.ones(30)) == (1.0, 1.0) and accuracy_interval(few) == (low, high)  # seeded
+
+
+def test_evaluation_section_per_source_with_length_shares():
+    groups = [group("long one", "s", "x"), group("s", "long one", "x"), group("aa", "b", "y"), group("c", "dd", "y")]
+    # x: the longer wins by the labels in 1 of 2 and the model always scores the longer higher (1 right, 1 wrong);
+    # y: the labels prefer the longer once, the model ranks both right.
+    scores = np.array([2.0, 1.0, 1.0, 2.0, 3.0, 0.0, 1.0, 0.0])
+    section = evaluation_section(pairs_from_scores(groups, scores), "four pairs")
+    x, y = section.by_source["x"], section.by_source["y"]
+    assert (x.pairs, x.accuracy, x.labels_prefer_longer, x.model_prefers_longer) == (2, 0.5, 0.5, 1.0)
+    assert (y.pairs, y.accuracy, y.labels_prefer_longer, y.model_prefers_longer) == (2, 1.0, 0.5, 0.5)
+    assert section.overall.pairs == 4 and section.overall.accuracy == 0.75 and section.data == "four pairs"

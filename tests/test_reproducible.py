@@ -37,3 +37,11 @@ def test_bf16_autocast_runs(preferences, tmp_path):
     run = train(tiny(preferences / "pandalm.jsonl", tmp_path / "bf16", precision="bf16"))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in rows if r["kind"] == "train")  # finite, not NaN
+
+
+def test_a_run_with_cached_frozen_blocks_is_reproducible(preferences, tmp_path):
+    data = preferences / "pandalm.jsonl"
+    first = train(tiny(data, tmp_path / "a", freeze_layers=4))
+    again = train(tiny(data, tmp_path / "b", freeze_layers=4))
+    a, b = (load_file(str(run / "checkpoint" / "backbone" / "model.safetensors")) for run in (first, again))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -70,6 +70,9 @@ def test_compare_rank_and_list_models(stub, reference):
     assert [ranked.scores[i] for i in ranked.order] == sorted(ranked.scores, reverse=True)
     (info,) = stub.ListModels(pb.ListModelsRequest()).models
     assert info.name == "rm" and info.default and info.max_length > 0 and info.HasField("normalization")
+    hh = info.evaluation.by_source["hh_rlhf_harmless"]
+    assert info.evaluation.overall.accuracy == info.eval_accuracy and hh.pairs == info.evaluation.overall.pairs
+    assert hh.accuracy_low < hh.accuracy < hh.accuracy_high and hh.HasField("model_prefers_longer")
 
 
 def test_score_stream_answers_every_request_by_id_and_survives_bad_ones(stub, reference):

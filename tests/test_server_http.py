@@ -72,6 +72,11 @@ def test_models(server, bundle_dir):
     assert m["name"] == "rm" and m["default"] and m["base_model"] == manifest.model.base_model
     assert m["max_length"] == manifest.model.max_length and m["eval_accuracy"] == manifest.eval_accuracy
     assert m["normalization"] == {"mean": manifest.normalization.mean, "std": manifest.normalization.std}
+    evaluation = m["evaluation"]  # the model card's held-out table, per source with intervals and length shares
+    assert evaluation == manifest.evaluation.model_dump() and evaluation["overall"]["accuracy"] == m["eval_accuracy"]
+    hh = evaluation["by_source"]["hh_rlhf_harmless"]
+    assert hh["pairs"] == evaluation["overall"]["pairs"] and hh["accuracy_low"] < hh["accuracy"] < hh["accuracy_high"]
+    assert 0 < hh["labels_prefer_longer"] < 1 and 0 <= hh["model_prefers_longer"] <= 1
 
 
 def test_health_ready_openapi_and_metrics(server):

@@ -168,3 +168,16 @@ def test_a_run_with_frozen_cached_blocks_trains_only_the_top(preferences, tmp_pa
     for name, value in base.named_parameters():
         top = ".layer.5." in name or name == "head.weight"  # a pairwise loss has no gradient for the head's bias
         assert torch.equal(trained[name], value) != top, name
+
+
+def test_every_ablation_is_a_valid_recipe_over_the_default():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    default = yaml.safe_load((root / "default.yaml").read_text())
+    ablations = sorted((root / "ablations").glob("*.yaml"))
+    assert ablations
+    for path in ablations:
+        changed = yaml.safe_load(path.read_text())
+        assert changed and set(changed) <= set(TrainConfig.model_fields), path.name
+        TrainConfig.model_validate({**default, **changed})

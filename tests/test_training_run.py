@@ -44,6 +44,7 @@ def test_run_folder_is_complete(trained_run):
         "score_histograms.png",
         "train_summary.json",
         "truncation.json",
+        "evaluation.json",
     ):
         assert (trained_run / name).is_file(), name
     config = yaml.safe_load((trained_run / "config.yaml").read_text())

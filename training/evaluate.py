@@ -17,6 +17,7 @@ from typing import TypedDict
 
 import numpy as np
 
+from arbiter.bundle.manifest import Evaluation, SourceEvaluation
 from arbiter.bundle.render import Prompt
 from arbiter.data.schema import PreferenceGroup
 from arbiter.text_table import text_table
@@ -167,6 +168,46 @@ def metrics(pairs: ScoredPairs) -> Metrics:
     if subsets:
         result["by_subset"] = _accuracy_by([s or "-" for s in pairs.subset], diff)
     return result
+
+
+def accuracy_interval(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the share correct, resampling pairs (fixed seed: the same data gives the
+    same interval)."""
+    if len(correct) == 0:
+        return float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
+    shares = correct[draws].mean(axis=1)
+    return float(np.percentile(shares, 2.5)), float(np.percentile(shares, 97.5))
+
+
+def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:
+    """The bundle's evaluation: overall and per source, each accuracy with its interval and its length bias."""
+    diff = pairs.chosen - pairs.rejected
+    sources = np.asarray(pairs.source)
+
+    def report(where: np.ndarray) -> SourceEvaluation:
+        correct = (diff[where] > 0).astype(float)
+        low, high = accuracy_interval(correct)
+        c_len, r_len = pairs.chosen_len[where], pairs.rejected_len[where]
+        different = c_len != r_len
+        longer = c_len[different] > r_len[different]
+        model_longer = np.where(longer, diff[where][different] > 0, diff[where][different] < 0)
+        share = lambda v: float(v.mean()) if len(v) else None  # noqa: E731
+        return SourceEvaluation(
+            pairs=int(where.sum()),
+            accuracy=float(correct.mean()),
+            accuracy_low=low,
+            accuracy_high=high,
+            labels_prefer_longer=share(longer),
+            model_prefers_longer=share(model_longer),
+        )
+
+    return Evaluation(
+        data=data,
+        overall=report(np.ones(len(diff), dtype=bool)),
+        by_source={s: report(sources == s) for s in sorted(set(pairs.source))},
+        ece=calibration(diff)[0] if len(diff) else None,
+    )
 
 
 def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, Accuracy]:

@@ -26,7 +26,15 @@ from arbiter.data.load import load_source
 from arbiter.data.schema import PreferenceGroup
 from arbiter.data.sources import SourceSpec
 from arbiter.training.checkpoint import load_checkpoint
-from arbiter.training.evaluate import Metrics, ScoredPairs, format_table, metrics, pairs_from_scores, to_json
+from arbiter.training.evaluate import (
+    Metrics,
+    ScoredPairs,
+    evaluation_section,
+    format_table,
+    metrics,
+    pairs_from_scores,
+    to_json,
+)
 from arbiter.training.model import RewardModel
 from arbiter.training.model_card import model_card
 from arbiter.training.torch_scorer import TorchScorer
@@ -53,6 +61,7 @@ def export_bundle(
     model, tokenizer = load_checkpoint(checkpoint)
     builder = model.input_builder(tokenizer)
     groups = eval_groups(eval_data or checkpoint.parent / "eval.jsonl")
+    eval_source = f"`{eval_data}`" if eval_data else "the training run's held-out split (prompts it never saw)"
     return staged(
         Path(out),
         lambda staging: _write_bundle(
@@ -61,6 +70,7 @@ def export_bundle(
             tokenizer,
             builder,
             groups,
+            eval_source,
             checkpoint,
             name,
             model_version,
@@ -114,6 +124,7 @@ def _write_bundle(
     tokenizer: PreTrainedTokenizerBase,
     builder: InputBuilder,
     groups: list[PreferenceGroup],
+    eval_source: str,
     checkpoint: Path,
     name: str | None,
     model_version: str | None,
@@ -157,6 +168,7 @@ def _write_bundle(
         int8=int8_report,
         normalization=normalization,
         eval_accuracy=float(result["accuracy"]),
+        evaluation=evaluation_section(pairs, eval_source),
         training=training_info,
     )
     seal(staging, manifest, result)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arbiter.bundle.manifest import Manifest
+from arbiter.bundle.manifest import Evaluation, Manifest, SourceEvaluation
 from arbiter.training.evaluate import Metrics, format_table
 
 
@@ -36,7 +36,9 @@ def model_card(manifest: Manifest, eval_result: Metrics | None) -> str:
         ("int8", int8_line),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    evaluation = f"```\n{format_table(eval_result)}\n```" if eval_result else "Not evaluated (no preference data)."
+    evaluation = _evaluation(manifest.evaluation) if manifest.evaluation else "Not evaluated (no preference data)."
+    if eval_result:
+        evaluation += f"\n\n```\n{format_table(eval_result)}\n```"
     return f"""# {manifest.name} ({manifest.model_version})
 
 A scalar reward model for RLHF, written by Arbiter {manifest.arbiter_version}.
@@ -57,3 +59,25 @@ Bundle format {manifest.format_version}: see Arbiter's docs/bundle.md.
 - Scores are comparable within one model version only. Normalize with the statistics above before mixing models.
 - Inputs longer than {spec.max_length} tokens lose the beginning of their prompt.
 """
+
+
+def _evaluation(evaluation: Evaluation) -> str:
+    """Per source: accuracy with its bootstrap 95% interval, and how often the longer response wins."""
+    lines = [
+        f"On {evaluation.data}.",
+        "",
+        "| source | pairs | accuracy (95% interval) | longer wins: labels | longer wins: model |",
+        "|---|---|---|---|---|",
+    ]
+    rows: list[tuple[str, SourceEvaluation]] = [*evaluation.by_source.items(), ("all", evaluation.overall)]
+    for name, r in rows:
+        interval = f" ({r.accuracy_low:.3f} to {r.accuracy_high:.3f})" if r.accuracy_low is not None else ""
+        lines.append(
+            f"| {name} | {r.pairs} | {r.accuracy:.3f}{interval} | {_share(r.labels_prefer_longer)} "
+            f"| {_share(r.model_prefers_longer)} |"
+        )
+    return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"

@@ -182,13 +182,12 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
 
 def _cache_frozen(model: RewardModel, items: list[EncodedGroup], config: TrainConfig) -> LowerStates:
     """The frozen blocks' output for every training response, attached to its group."""
-    sequences = [ids for item in items for ids in item.ids]
+    # A weighted or balanced source repeats its groups: each distinct sequence is computed and stored once.
+    distinct = {tuple(ids): i for i, ids in enumerate(dict.fromkeys(tuple(ids) for item in items for ids in item.ids))}
     started = time.perf_counter()
-    lower, states = LowerStates.compute(model, config.freeze_layers, sequences, progress=True)
-    offset = 0
+    lower, states = LowerStates.compute(model, config.freeze_layers, list(distinct), progress=True)
     for item in items:
-        item.lower = states[offset : offset + len(item.ids)]
-        offset += len(item.ids)
+        item.lower = [states[distinct[tuple(ids)]] for ids in item.ids]
     megabytes = sum(s.numel() * s.element_size() for s in states) / 2**20
     tqdm.write(
         f"frozen blocks cached: {len(states)} sequences, {megabytes:.0f} MB, {time.perf_counter() - started:.0f} s"

@@ -152,8 +152,43 @@ class Normalization(_message.Message):
     std: float
     def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
 
+class AccuracyReport(_message.Message):
+    __slots__ = ("pairs", "accuracy", "accuracy_low", "accuracy_high", "labels_prefer_longer", "model_prefers_longer")
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_LOW_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_HIGH_FIELD_NUMBER: _ClassVar[int]
+    LABELS_PREFER_LONGER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PREFERS_LONGER_FIELD_NUMBER: _ClassVar[int]
+    pairs: int
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+    labels_prefer_longer: float
+    model_prefers_longer: float
+    def __init__(self, pairs: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_low: _Optional[float] = ..., accuracy_high: _Optional[float] = ..., labels_prefer_longer: _Optional[float] = ..., model_prefers_longer: _Optional[float] = ...) -> None: ...
+
+class ModelEvaluation(_message.Message):
+    __slots__ = ("data", "overall", "by_source", "ece")
+    class BySourceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AccuracyReport
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AccuracyReport, _Mapping]] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_FIELD_NUMBER: _ClassVar[int]
+    BY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ECE_FIELD_NUMBER: _ClassVar[int]
+    data: str
+    overall: AccuracyReport
+    by_source: _containers.MessageMap[str, AccuracyReport]
+    ece: float
+    def __init__(self, data: _Optional[str] = ..., overall: _Optional[_Union[AccuracyReport, _Mapping]] = ..., by_source: _Optional[_Mapping[str, AccuracyReport]] = ..., ece: _Optional[float] = ...) -> None: ...
+
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default", "objectives", "score_objective", "source_format", "engine", "engine_up")
+    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default", "objectives", "score_objective", "source_format", "engine", "engine_up", "evaluation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +203,7 @@ class ModelInfo(_message.Message):
     SOURCE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_UP_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     base_model: str
@@ -182,7 +218,8 @@ class ModelInfo(_message.Message):
     source_format: str
     engine: str
     engine_up: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ..., objectives: _Optional[_Iterable[str]] = ..., score_objective: _Optional[str] = ..., source_format: _Optional[str] = ..., engine: _Optional[str] = ..., engine_up: _Optional[bool] = ...) -> None: ...
+    evaluation: ModelEvaluation
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ..., objectives: _Optional[_Iterable[str]] = ..., score_objective: _Optional[str] = ..., source_format: _Optional[str] = ..., engine: _Optional[str] = ..., engine_up: _Optional[bool] = ..., evaluation: _Optional[_Union[ModelEvaluation, _Mapping]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -15,7 +15,7 @@ import numpy as np
 from arbiter.bundle import BundleError, Manifest, load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import Encoded, InputBuilder, Prompt
-from arbiter.clients.protocol import ModelInfo, Normalization
+from arbiter.clients.protocol import ModelEvaluation, ModelInfo, Normalization
 from arbiter.errors import ModelNotFound, NotReady
 from arbiter.service.runtime.batcher import Batcher, BatchObserver
 from arbiter.service.runtime.health import Health
@@ -145,6 +145,7 @@ class ServedModel:
             source_format=m.source.format if m.source else None,
             engine=m.engine.url if m.engine else None,
             engine_up=self.runner.up if isinstance(self.runner, RemoteRunner) else None,
+            evaluation=ModelEvaluation.model_validate(m.evaluation.model_dump()) if m.evaluation else None,
         )
 
 

@@ -21,7 +21,7 @@ from arbiter.bundle.manifest import Engine, ModelSpec, Normalization, Objectives
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import InputBuilder, pad_batch, score_by_length
 from arbiter.data.schema import PreferenceGroup
-from arbiter.training.evaluate import Metrics, format_table, metrics, pairs_from_scores, to_json
+from arbiter.training.evaluate import Metrics, evaluation_section, format_table, metrics, pairs_from_scores, to_json
 from arbiter.training.export import ExportError, eval_groups, export_onnx, int8_file, new_manifest, seal, staged
 from arbiter.training.importing.checkpoints import (
     Described,
@@ -208,6 +208,7 @@ def _write(
         int8=int8_report,
         normalization=normalization,
         eval_accuracy=float(result["accuracy"]) if result else None,
+        evaluation=evaluation_section(pairs, "the eval data given at import") if pairs is not None else None,
         objectives=objectives,
         source=_recorded(imported.described.source),
         runtime=runtime,
