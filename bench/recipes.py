@@ -1,6 +1,6 @@
 """The effect of each choice in the default recipe: configs/default.yaml, then each ablation in configs/ablations/.
 
-Every ablation is a few settings laid over the default (one choice undone, or the previous default whole). Each is
+Every ablation is a few settings laid over the default (one choice undone or changed). Each is
 trained and evaluated on a development split that never touches the held-out split the default bundle reports: the
 prompts that `arbiter train` holds out (eval_fraction 0.1 of each file) are dropped first, and the next tenth of the
 prompt-hash range is the development set. So the recipe is chosen without looking at the numbers it is judged by.
@@ -55,7 +55,6 @@ def recipes(only: list[str] | None) -> dict[str, dict[str, object]]:
 
 
 def run_recipe(name: str, raw: dict[str, object], data: list[SourceSpec], out: Path) -> dict[str, object]:
-    raw = {k: v for k, v in raw.items() if not k.startswith("_")}
     config = TrainConfig.model_validate({**raw, "data": data, "eval_fraction": DEVELOPMENT, "out": out / name})
     started = time.perf_counter()
     run = train(config)

@@ -145,9 +145,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def metrics(pairs: ScoredPairs) -> Metrics:
     diff = pairs.chosen - pairs.rejected
     ece, reliability = calibration(diff)
-    different = pairs.chosen_len != pairs.rejected_len
-    chosen_longer = pairs.chosen_len > pairs.rejected_len
-    model_prefers_longer = np.where(chosen_longer, diff > 0, diff < 0)
+    different, labels_longer, model_longer = _longer_wins(pairs.chosen_len, pairs.rejected_len, diff)
     lengths = np.concatenate([pairs.chosen_len, pairs.rejected_len]).astype(float)
     scores = np.concatenate([pairs.chosen, pairs.rejected])
     result: Metrics = {
@@ -156,9 +154,9 @@ def metrics(pairs: ScoredPairs) -> Metrics:
         "mean_margin": float(diff.mean()) if len(diff) else float("nan"),
         "ece": ece,
         "length_bias": {
-            "pairs_with_different_length": int(different.sum()),
-            "labels_prefer_longer": float(chosen_longer[different].mean()) if different.any() else float("nan"),
-            "model_prefers_longer": float(model_prefers_longer[different].mean()) if different.any() else float("nan"),
+            "pairs_with_different_length": different,
+            "labels_prefer_longer": float("nan") if labels_longer is None else labels_longer,
+            "model_prefers_longer": float("nan") if model_longer is None else model_longer,
             "score_length_spearman": spearman(scores, lengths),
         },
         "reliability": reliability,
@@ -188,18 +186,14 @@ def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:
     def report(where: np.ndarray) -> SourceEvaluation:
         correct = (diff[where] > 0).astype(float)
         low, high = accuracy_interval(correct)
-        c_len, r_len = pairs.chosen_len[where], pairs.rejected_len[where]
-        different = c_len != r_len
-        longer = c_len[different] > r_len[different]
-        model_longer = np.where(longer, diff[where][different] > 0, diff[where][different] < 0)
-        share = lambda v: float(v.mean()) if len(v) else None  # noqa: E731
+        _, labels_longer, model_longer = _longer_wins(pairs.chosen_len[where], pairs.rejected_len[where], diff[where])
         return SourceEvaluation(
             pairs=int(where.sum()),
             accuracy=float(correct.mean()),
             accuracy_low=low,
             accuracy_high=high,
-            labels_prefer_longer=share(longer),
-            model_prefers_longer=share(model_longer),
+            labels_prefer_longer=labels_longer,
+            model_prefers_longer=model_longer,
         )
 
     return Evaluation(
@@ -208,6 +202,19 @@ def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:
         by_source={s: report(sources == s) for s in sorted(set(pairs.source))},
         ece=calibration(diff)[0] if len(diff) else None,
     )
+
+
+def _longer_wins(
+    chosen_len: np.ndarray, rejected_len: np.ndarray, diff: np.ndarray
+) -> tuple[int, float | None, float | None]:
+    """Among pairs whose responses differ in length: how many, the share whose chosen one is the longer, and the
+    share where the model scores the longer one higher (None when no pair differs)."""
+    different = chosen_len != rejected_len
+    if not different.any():
+        return 0, None, None
+    longer = chosen_len[different] > rejected_len[different]
+    model = np.where(longer, diff[different] > 0, diff[different] < 0)
+    return int(different.sum()), float(longer.mean()), float(model.mean())
 
 
 def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, Accuracy]:

@@ -79,13 +79,9 @@ class RewardModel(nn.Module):
         if self._mask_positions:
             extra["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        return self.score_hidden(hidden, attention_mask)
-
-    def score_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The head over the pooled last hidden states."""
         if self.spec.pooling == "mean":
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         real = attention_mask.bool()

@@ -183,7 +183,10 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
 def _cache_frozen(model: RewardModel, items: list[EncodedGroup], config: TrainConfig) -> LowerStates:
     """The frozen blocks' output for every training response, attached to its group."""
     # A weighted or balanced source repeats its groups: each distinct sequence is computed and stored once.
-    distinct = {tuple(ids): i for i, ids in enumerate(dict.fromkeys(tuple(ids) for item in items for ids in item.ids))}
+    distinct: dict[tuple[int, ...], int] = {}
+    for item in items:
+        for ids in item.ids:
+            distinct.setdefault(tuple(ids), len(distinct))
     started = time.perf_counter()
     lower, states = LowerStates.compute(model, config.freeze_layers, list(distinct), progress=True)
     for item in items:
