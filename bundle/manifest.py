@@ -38,11 +38,20 @@ class Parity(Section):
 
 
 class Int8Report(Section):
+    """How the int8 file scores next to fp32 on the eval data, and whether it passed the gate that keeps it.
+
+    1.2 gates on accuracy and rank correlation; pairwise order agreement is still reported, but it counts flips of
+    pairs whose fp32 scores differ by less than int8's rounding error: noise, not fidelity.
+    """
+
     file: str | None = Field(description="model.int8.onnx, or None when it was refused")
     accuracy: float
     fp32_accuracy: float
+    spearman: float | None = Field(None, description="1.2: rank correlation with fp32 over every eval response")
     pairwise_agreement: float = Field(description="share of eval pairs ordered the same as fp32")
-    min_agreement: float
+    max_accuracy_change: float | None = Field(None, description="1.2 gate: |accuracy - fp32_accuracy| at most this")
+    min_spearman: float | None = Field(None, description="1.2 gate: spearman at least this")
+    min_agreement: float | None = Field(None, description="before 1.2, the gate: pairwise_agreement at least this")
     pairs: int
     reason: str | None = None
 

@@ -90,3 +90,34 @@ def test_evaluation_section_per_source_with_length_shares():
     assert (x.pairs, x.accuracy, x.labels_prefer_longer, x.model_prefers_longer) == (2, 0.5, 0.5, 1.0)
     assert (y.pairs, y.accuracy, y.labels_prefer_longer, y.model_prefers_longer) == (2, 1.0, 0.5, 0.5)
     assert section.overall.pairs == 4 and section.overall.accuracy == 0.75 and section.data == "four pairs"
+
+
+def test_fidelity_gate_on_known_scores():
+    from arbiter.training.export import FidelityGate, fidelity
+
+    groups = [group(f"c{i}", f"r{i}") for i in range(100)]
+    rng = np.random.default_rng(0)
+    fp32 = rng.normal(size=200)
+    exact = fidelity(groups, fp32, fp32.copy(), FidelityGate())
+    assert exact.reason is None and exact.spearman == 1.0 and exact.pairwise_agreement == 1.0
+    assert exact.accuracy == exact.fp32_accuracy == float((fp32[0::2] > fp32[1::2]).mean())
+
+    # Noise far below the score spread keeps the ranking; negating every score keeps nothing.
+    close = fidelity(groups, fp32, fp32 + rng.normal(scale=1e-4, size=200), FidelityGate())
+    assert close.reason is None and close.spearman > 0.999
+    flipped = fidelity(groups, fp32, -fp32, FidelityGate())
+    assert math.isclose(flipped.spearman, -1.0)
+    assert "spearman" in flipped.reason and "accuracy" in flipped.reason
+
+    # A monotone distortion keeps every rank, so only the accuracy gate could fail it, and it does not.
+    squashed = fidelity(groups, fp32, np.tanh(fp32), FidelityGate())
+    assert squashed.reason is None and math.isclose(squashed.spearman, 1.0)
+
+    # One pair of 100 flipped moves accuracy by a whole point: over a gate of half a point.
+    shifted = fp32.copy()
+    right = int(np.flatnonzero(fp32[0::2] > fp32[1::2])[0])
+    shifted[2 * right] = shifted[2 * right + 1] - 1e-6
+    one_flip = fidelity(groups, fp32, shifted, FidelityGate())
+    assert math.isclose(one_flip.fp32_accuracy - one_flip.accuracy, 0.01)
+    assert one_flip.reason is not None and "accuracy" in one_flip.reason and "spearman" not in one_flip.reason
+    assert fidelity(groups, fp32, shifted, FidelityGate(max_accuracy_change=0.01)).reason is None

@@ -13,6 +13,7 @@ from arbiter.cli_options import add_data_flag, add_model_flags, given_flags, loa
 
 if TYPE_CHECKING:
     from arbiter.training.evaluate import Scorer
+    from arbiter.training.export import FidelityGate
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -104,7 +105,8 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
         "export",
         help="turn a training checkpoint into a bundle (ONNX + tokenizer + manifest)",
         description="Exports fp32 ONNX, checks parity with torch on real eval inputs, optionally writes an int8 "
-        "file when it agrees with fp32, computes normalization statistics, and writes a checksummed manifest.",
+        "file when it keeps fp32's accuracy and ranking, computes normalization statistics, and writes a checksummed "
+        "manifest.",
     )
     p.add_argument("checkpoint", type=Path, help="a run's checkpoint folder (runs/NAME/checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
@@ -114,13 +116,29 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
         "--eval-data", type=Path, help="preference file for parity and stats (default: the run's eval split)"
     )
     p.add_argument("--no-int8", action="store_true", help="skip the int8 file")
-    p.add_argument(
-        "--min-int8-agreement",
-        type=float,
-        default=0.99,
-        help="keep int8 only if it orders at least this share of eval pairs like fp32 (default: 0.99)",
-    )
+    _int8_gate_arguments(p)
     p.set_defaults(run=_run_export)
+
+
+def _int8_gate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--int8-max-accuracy-change",
+        type=float,
+        default=0.005,
+        help="keep int8 only if its eval accuracy is within this of fp32's (default: 0.005, half a point)",
+    )
+    p.add_argument(
+        "--int8-min-spearman",
+        type=float,
+        default=0.995,
+        help="keep int8 only if its scores' Spearman correlation with fp32's is at least this (default: 0.995)",
+    )
+
+
+def _int8_gate(args: argparse.Namespace) -> FidelityGate:
+    from arbiter.training.export import FidelityGate
+
+    return FidelityGate(max_accuracy_change=args.int8_max_accuracy_change, min_spearman=args.int8_min_spearman)
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -133,7 +151,7 @@ def _run_export(args: argparse.Namespace) -> int:
         model_version=args.model_version,
         eval_data=args.eval_data,
         int8=not args.no_int8,
-        min_int8_agreement=args.min_int8_agreement,
+        int8_gate=_int8_gate(args),
     )
     print(f"bundle written: {bundle.path}")
     return 0
@@ -171,6 +189,7 @@ def _import_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--engine-model", help="runtime remote: the name the engine serves the model under")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 file (written only with --eval-data)")
+    _int8_gate_arguments(p)
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest |difference| allowed (default: 1e-4)")
     p.set_defaults(run=_run_import)
 
@@ -207,6 +226,7 @@ def _run_import(args: argparse.Namespace) -> int:
         eval_data=args.eval_data,
         runtime=args.runtime,
         int8=not args.no_int8,
+        int8_gate=_int8_gate(args),
         tolerance=args.tolerance,
     )
     print(f"bundle written: {bundle.path}")

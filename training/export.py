@@ -1,14 +1,17 @@
 """`arbiter export`: a training checkpoint in, a validated bundle folder out (see docs/bundle.md).
 
 Export proves itself before it writes the manifest: ONNX and torch scores must agree on real eval inputs,
-and the int8 file is kept only when it orders the eval pairs like fp32 often enough.
+and the int8 file is kept only when it passes the fidelity gate: held-out accuracy close to fp32's and scores that
+rank like fp32's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +31,11 @@ from arbiter.data.sources import SourceSpec
 from arbiter.training.checkpoint import load_checkpoint
 from arbiter.training.evaluate import (
     Metrics,
-    ScoredPairs,
     evaluation_section,
     format_table,
     metrics,
     pairs_from_scores,
+    spearman,
     to_json,
 )
 from arbiter.training.model import RewardModel
@@ -46,6 +49,18 @@ class ExportError(RuntimeError):
     """Export refused to write a bundle that would not score like the checkpoint."""
 
 
+@dataclass(frozen=True)
+class FidelityGate:
+    """What a reduced-precision file must keep of fp32 on the eval data to be written: accuracy within
+    `max_accuracy_change` (0.5 points) and a Spearman correlation of scores of at least `min_spearman`."""
+
+    max_accuracy_change: float = 0.005
+    min_spearman: float = 0.995
+
+
+DEFAULT_GATE = FidelityGate()
+
+
 def export_bundle(
     checkpoint: Path,
     out: Path,
@@ -53,7 +68,7 @@ def export_bundle(
     model_version: str | None = None,
     eval_data: Path | None = None,
     int8: bool = True,
-    min_int8_agreement: float = 0.99,
+    int8_gate: FidelityGate = DEFAULT_GATE,
     parity_items: int = 64,
     tolerance: float = 1e-4,
 ) -> Bundle:
@@ -75,7 +90,7 @@ def export_bundle(
             name,
             model_version,
             int8,
-            min_int8_agreement,
+            int8_gate,
             parity_items,
             tolerance,
         ),
@@ -129,7 +144,7 @@ def _write_bundle(
     name: str | None,
     model_version: str | None,
     int8: bool,
-    min_int8_agreement: float,
+    int8_gate: FidelityGate,
     parity_items: int,
     tolerance: float,
 ) -> None:
@@ -154,7 +169,7 @@ def _write_bundle(
         count=len(scores),
         source="fp32 scores of every response in the eval split",
     )
-    int8_report = int8_file(staging, spec, builder, groups, sequences, pairs, min_int8_agreement) if int8 else None
+    int8_report = int8_file(staging, spec, builder, groups, sequences, scores, int8_gate) if int8 else None
 
     train_config = checkpoint.parent / "config.yaml"
     training_info: dict[str, object] = {"checkpoint": str(checkpoint.resolve())}
@@ -222,29 +237,51 @@ def int8_file(
     builder: InputBuilder,
     groups: list[PreferenceGroup],
     sequences: list[list[int]],
-    fp32_pairs: ScoredPairs,
-    min_agreement: float,
+    fp32_scores: np.ndarray,
+    gate: FidelityGate,
 ) -> Int8Report:
+    """Quantize model.onnx, score the eval sequences again, and keep the file only if it passes `gate`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = staging / "model.int8.onnx"
     # Per-channel weight scales keep more of the order of close pairs than one scale per tensor.
     quantize_dynamic(str(staging / "model.onnx"), str(target), weight_type=QuantType.QInt8, per_channel=True)
-    scores = OnnxRewardModel(target, spec, builder).score_ids(sequences)
-    pairs = pairs_from_scores(groups, scores)
-    reference = fp32_pairs.chosen - fp32_pairs.rejected
-    agreement = float((np.sign(pairs.chosen - pairs.rejected) == np.sign(reference)).mean())
-    report = Int8Report(
-        file=target.name,
-        accuracy=float((pairs.chosen > pairs.rejected).mean()),
-        fp32_accuracy=float((reference > 0).mean()),
-        pairwise_agreement=agreement,
-        min_agreement=min_agreement,
-        pairs=len(reference),
+    report = fidelity(groups, fp32_scores, OnnxRewardModel(target, spec, builder).score_ids(sequences), gate)
+    print(
+        f"int8: accuracy {report.accuracy:.4f} (fp32 {report.fp32_accuracy:.4f}), spearman {report.spearman}, "
+        f"pair order agreement {report.pairwise_agreement:.4f} over {report.pairs} pairs",
+        flush=True,
     )
-    if agreement < min_agreement:
+    if report.reason:
         target.unlink()
-        report.file = None
-        report.reason = f"pairwise agreement with fp32 {agreement:.4f} < {min_agreement}"
         print(f"int8 refused: {report.reason}", flush=True)
+    else:
+        report.file = target.name
     return report
+
+
+def fidelity(
+    groups: list[PreferenceGroup], fp32_scores: np.ndarray, scores: np.ndarray, gate: FidelityGate
+) -> Int8Report:
+    """Reduced-precision scores (one per eval response) against fp32's, judged by `gate`: `reason` says why it
+    failed, else None. `file` is left for the caller to name."""
+    fp32, reduced = pairs_from_scores(groups, fp32_scores), pairs_from_scores(groups, scores)
+    reference, margin = fp32.chosen - fp32.rejected, reduced.chosen - reduced.rejected
+    accuracy, fp32_accuracy = float((margin > 0).mean()), float((reference > 0).mean())
+    correlation = spearman(fp32_scores, scores)
+    failed = []
+    if abs(accuracy - fp32_accuracy) > gate.max_accuracy_change + 1e-12:  # 0.45 - 0.44 is 0.0100000000000001
+        failed.append(f"accuracy {accuracy:.4f} is over {gate.max_accuracy_change} from fp32's {fp32_accuracy:.4f}")
+    if not correlation >= gate.min_spearman:  # NaN (constant scores) fails too
+        failed.append(f"spearman with fp32 {correlation:.4f} < {gate.min_spearman}")
+    return Int8Report(
+        file=None,
+        accuracy=accuracy,
+        fp32_accuracy=fp32_accuracy,
+        spearman=None if math.isnan(correlation) else correlation,
+        pairwise_agreement=float((np.sign(margin) == np.sign(reference)).mean()),
+        max_accuracy_change=gate.max_accuracy_change,
+        min_spearman=gate.min_spearman,
+        pairs=len(reference),
+        reason="; ".join(failed) or None,
+    )

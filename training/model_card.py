@@ -12,7 +12,10 @@ def model_card(manifest: Manifest, eval_result: Metrics | None) -> str:
     if int8 is None:
         int8_line = "not requested"
     elif int8.file:
-        int8_line = f"written; agrees with fp32 on {100 * int8.pairwise_agreement:.1f}% of {int8.pairs} eval pairs"
+        int8_line = (
+            f"written; eval accuracy {int8.accuracy:.3f} (fp32 {int8.fp32_accuracy:.3f}), spearman with fp32 "
+            f"{int8.spearman:.4f}, same order as fp32 on {100 * int8.pairwise_agreement:.1f}% of {int8.pairs} pairs"
+        )
     else:
         int8_line = f"refused: {int8.reason}"
     parity, norm, source, objectives = manifest.parity, manifest.normalization, manifest.source, manifest.objectives

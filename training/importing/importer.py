@@ -22,7 +22,17 @@ from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import InputBuilder, pad_batch, score_by_length
 from arbiter.data.schema import PreferenceGroup
 from arbiter.training.evaluate import Metrics, evaluation_section, format_table, metrics, pairs_from_scores, to_json
-from arbiter.training.export import ExportError, eval_groups, export_onnx, int8_file, new_manifest, seal, staged
+from arbiter.training.export import (
+    DEFAULT_GATE,
+    ExportError,
+    FidelityGate,
+    eval_groups,
+    export_onnx,
+    int8_file,
+    new_manifest,
+    seal,
+    staged,
+)
 from arbiter.training.importing.checkpoints import (
     Described,
     ImportedCheckpoint,
@@ -50,7 +60,7 @@ def import_model(
     eval_data: Path | None = None,
     runtime: Literal["onnx", "torch"] = "onnx",
     int8: bool = True,
-    min_int8_agreement: float = 0.99,
+    int8_gate: FidelityGate = DEFAULT_GATE,
     parity_items: int = 64,
     tolerance: float = 1e-4,
 ) -> Bundle:
@@ -75,7 +85,7 @@ def import_model(
             model_version,
             runtime,
             int8,
-            min_int8_agreement,
+            int8_gate,
             parity_items,
             tolerance,
         )
@@ -161,7 +171,7 @@ def _write(
     model_version: str | None,
     runtime: Literal["onnx", "torch"],
     int8: bool,
-    min_int8_agreement: float,
+    int8_gate: FidelityGate,
     parity_items: int,
     tolerance: float,
 ) -> None:
@@ -179,6 +189,7 @@ def _write(
 
     result: Metrics | None = None
     pairs = None
+    scores: np.ndarray | None = None
     normalization = None
     if imported.normalization:
         mean, std = imported.normalization
@@ -197,8 +208,8 @@ def _write(
                 source="fp32 scores of every response in the eval data",
             )
     int8_report = None
-    if int8 and onnx and pairs is not None:  # the fp32 pairs scored above are int8's reference
-        int8_report = int8_file(staging, spec, builder, groups, sequences, pairs, min_int8_agreement)
+    if int8 and onnx and scores is not None:  # the fp32 scores above are int8's reference
+        int8_report = int8_file(staging, spec, builder, groups, sequences, scores, int8_gate)
 
     manifest = new_manifest(
         name or Path(imported.described.source.checkpoint).name,
