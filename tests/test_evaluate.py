@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -121,3 +122,78 @@ def test_fidelity_gate_on_known_scores():
     assert math.isclose(one_flip.fp32_accuracy - one_flip.accuracy, 0.01)
     assert one_flip.reason is not None and "accuracy" in one_flip.reason and "spearman" not in one_flip.reason
     assert fidelity(groups, fp32, shifted, FidelityGate(max_accuracy_change=0.01)).reason is None
+
+
+def test_length_controlled_split_and_intervals_per_source():
+    # chosen longer: right, right, wrong; chosen shorter: wrong, wrong; same length: right (in neither split)
+    groups = [group("aa", "b"), group("cc", "d"), group("ee", "f"), group("g", "hh"), group("i", "jj"), group("k", "l")]
+    scores = np.array([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    result = metrics(pairs_from_scores(groups, scores))
+    longer, shorter = result["length_controlled"]["chosen_longer"], result["length_controlled"]["chosen_shorter"]
+    assert longer["count"] == 3 and math.isclose(longer["accuracy"], 2 / 3)
+    assert shorter["count"] == 2 and shorter["accuracy"] == 0.0 == shorter["accuracy_high"]
+    assert longer["accuracy_low"] <= longer["accuracy"] <= longer["accuracy_high"]
+    source = result["by_source"]["s"]
+    assert source["accuracy"] == 0.5 and source["accuracy_low"] < 0.5 < source["accuracy_high"]
+    assert "best_of_n" not in result  # pairs only
+    assert "chosen is shorter 0.000" in format_table(result)
+
+
+def test_best_of_n_counts_a_hit_only_when_the_best_outscores_all_others():
+    def ranked(n: int) -> PreferenceGroup:  # response 0 best, then 1, 2, ...: every pair compared
+        comparisons = tuple(Comparison(i, j) for i in range(n) for j in range(i + 1, n))
+        return PreferenceGroup("p", tuple(f"r{i}" for i in range(n)), comparisons, "k")
+
+    only_some = PreferenceGroup("p", ("a", "b", "c"), (Comparison(0, 1), Comparison(2, 1)), "k")  # no single best
+    groups = [ranked(4), ranked(4), ranked(3), only_some, group("x", "y")]
+    scores = np.array(
+        [
+            *[4.0, 3.0, 2.0, 1.0],  # hit
+            *[3.0, 1.0, 4.0, 2.0],  # the best is second: a miss, though it wins 2 of its 3 pairs
+            *[1.0, 1.0, 0.0],  # a tie with the best is a miss
+            *[0.0, 0.0, 0.0],
+            *[1.0, 0.0],
+        ]
+    )
+    result = metrics(pairs_from_scores(groups, scores))
+    best = result["best_of_n"]
+    assert best["count"] == 3 and math.isclose(best["accuracy"], 1 / 3)
+    assert math.isclose(best["chance"], (1 / 4 + 1 / 4 + 1 / 3) / 3)
+    assert "best-of-N" in format_table(result)
+
+
+def test_best_of_solutions_against_random_and_oracle(tmp_path):
+    from arbiter.training.best_of_solutions import best_of_solutions, load_questions
+
+    rows = [
+        {
+            "question": "q1",
+            "solutions": [{"solution": "a", "is_correct": False}, {"solution": "bbb", "is_correct": True}],
+        },
+        {
+            "question": "q2",
+            "solutions": [{"solution": "ccc", "is_correct": False}, {"solution": "d", "is_correct": True}],
+        },
+        {
+            "question": "q3",
+            "solutions": [{"solution": "ee", "is_correct": True}, {"solution": "ff", "is_correct": False}],
+        },
+        {
+            "question": "q4",
+            "solutions": [{"solution": "g", "is_correct": False}, {"solution": "h", "is_correct": False}],
+        },
+        {"question": "q5", "solutions": [{"solution": "only one", "is_correct": True}]},  # no choice: left out
+    ]
+    path = tmp_path / "solutions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    questions = load_questions(path)
+    assert len(questions) == 4
+
+    def longest(prompts, responses):  # a scorer whose every pick is known: the longest solution
+        return np.array([float(len(r)) for r in responses])
+
+    report = best_of_solutions(questions, longest)
+    # picks: right, wrong, a tie of one right and one wrong (half), wrong (a tie of two wrong)
+    assert math.isclose(report["reward_model"]["accuracy"], 1.5 / 4)
+    assert math.isclose(report["random"], (0.5 + 0.5 + 0.5 + 0) / 4) and report["oracle"] == 0.75
+    assert report["questions"] == 4 and report["solutions_per_question"] == 2.0

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -16,6 +17,7 @@ from arbiter.data.load import load_source
 from arbiter.data.sources import SourceSpec
 from arbiter.training.split import is_eval
 
+VERIFIABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "verifiable"
 MIN_ACCURACY = 0.54  # chance is 0.5; the linear-probe ceiling of frozen MiniLM features here is about 0.57
 
 
@@ -117,12 +119,19 @@ def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path
             held_out,
             "--out",
             str(tmp_path / "e"),
+            "--solutions",
+            str(VERIFIABLE / "gsm8k_model_solutions.jsonl"),
         ],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "ALL" in out.stdout and "ECE" in out.stdout
+    assert "ALL" in out.stdout and "ECE" in out.stdout and "length-controlled" in out.stdout
+    solutions = json.loads((tmp_path / "e" / "best_of_solutions.json").read_text())
+    assert solutions["questions"] == 1000 and solutions["solutions_per_question"] == 4.0
+    assert math.isclose(solutions["random"], 1524 / 4000)  # the file's README: 1,524 of 4,000 solutions correct
+    assert solutions["random"] < solutions["oracle"] <= 1
+    assert 0 <= solutions["reward_model"]["accuracy_low"] <= solutions["reward_model"]["accuracy_high"] <= 1
     from_bundle = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert set(from_bundle) >= {"accuracy", "by_source", "mean_margin", "ece", "length_bias", "reliability"}
     assert (tmp_path / "e" / "reliability.png").is_file()

@@ -57,13 +57,20 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "eval",
         help="evaluate a bundle or a training checkpoint on preference files",
-        description="Accuracy (ties count as wrong), accuracy per source and subset, mean margin, calibration "
-        "(ECE) and length bias. Prints a table and writes JSON.",
+        description="Accuracy (ties count as wrong), accuracy per source and subset with bootstrap 95% intervals, "
+        "mean margin, calibration (ECE), length bias, the length-controlled split and, for K-wise data, best-of-N. "
+        "Prints a table and writes JSON.",
     )
     p.add_argument("model", type=Path, help="a bundle folder or a training checkpoint folder")
     add_data_flag(p)
     p.add_argument("--out", type=Path, default=None, help="folder for eval.json and plots (default: none)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="bundle file to score with")
+    p.add_argument(
+        "--solutions",
+        type=Path,
+        help="also best-of-N on graded solutions (rows: question, solutions [{solution, is_correct}], as GSM8K's "
+        "example_model_solutions): how often the top-scored solution is correct, against random and the oracle",
+    )
     p.set_defaults(run=_run_eval)
 
 
@@ -72,6 +79,15 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     groups = load_data_flag(args.data)
     scorer = _scorer(args.model, args.precision)
+    if args.solutions:
+        from arbiter.training.best_of_solutions import best_of_solutions, format_best_of_solutions, load_questions
+        from arbiter.training.evaluate import to_json
+
+        solutions = best_of_solutions(load_questions(args.solutions), scorer)
+        print(format_best_of_solutions(solutions))
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "best_of_solutions.json").write_text(to_json(solutions))
     if args.out:
         from arbiter.training.report import evaluate_into
 

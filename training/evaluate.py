@@ -2,7 +2,12 @@
 
 Accuracy counts a pair right only when the chosen response scores strictly higher (a tie is wrong, as in
 RewardBench). Calibration is the expected calibration error of P(chosen) = sigmoid(r_c - r_r), over
-10 confidence bins of max(p, 1 - p). Length is measured in characters of the response.
+10 confidence bins of max(p, 1 - p). Length is measured in characters of the response. Every accuracy comes with
+a percentile bootstrap 95% interval (`accuracy_interval`).
+
+Two views follow RewardBench 2: best-of-N for K-wise groups (a hit only when the best response outscores every
+other one; chance is 1/N), and the length-controlled split (accuracy on pairs whose chosen response is the longer,
+and on those where it is the shorter: a model that rewards length is good on the first and poor on the second).
 """
 
 from __future__ import annotations
@@ -37,11 +42,33 @@ class ReliabilityBin(TypedDict):
 
 
 class Accuracy(TypedDict):
-    """Accuracy of one source or subset."""
+    """Accuracy of one source or subset, with its bootstrap 95% interval."""
 
     pairs: int
     accuracy: float
+    accuracy_low: float
+    accuracy_high: float
     mean_margin: float
+
+
+class Share(TypedDict):
+    """A share of hits with its bootstrap 95% interval."""
+
+    count: int
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+
+
+class LengthControlled(TypedDict):
+    chosen_longer: Share
+    chosen_shorter: Share
+
+
+class BestOfN(Share):
+    """K-wise groups with one response preferred to all others: how often it scores highest of all."""
+
+    chance: float
 
 
 class LengthBias(TypedDict):
@@ -59,12 +86,15 @@ class _Metrics(TypedDict):
     length_bias: LengthBias
     reliability: list[ReliabilityBin]
     by_source: dict[str, Accuracy]
+    length_controlled: LengthControlled
 
 
 class Metrics(_Metrics, total=False):
-    """What `metrics` returns (and eval.json holds); by_subset only when some pair has a subset."""
+    """What `metrics` returns (and eval.json holds); by_subset only when some pair has a subset, best_of_n only
+    when some group ranks more than two responses with one best."""
 
     by_subset: dict[str, Accuracy]
+    best_of_n: BestOfN
 
 
 @dataclass
@@ -77,6 +107,8 @@ class ScoredPairs:
     rejected_len: np.ndarray
     source: list[str]
     subset: list[str | None]
+    best_hit: np.ndarray  # per K-wise group (K > 2) with one best response: it outscored all the others
+    best_of: np.ndarray  # that group's K
 
 
 def score_pairs(groups: Sequence[PreferenceGroup], scorer: Scorer) -> ScoredPairs:
@@ -88,8 +120,14 @@ def score_pairs(groups: Sequence[PreferenceGroup], scorer: Scorer) -> ScoredPair
 def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> ScoredPairs:
     """scores: one per response, groups in order, responses in order within each group."""
     chosen, rejected, c_len, r_len, source, subset = [], [], [], [], [], []
+    best_hit, best_of = [], []
     offset = 0
     for g in groups:
+        best = _best_response(g)
+        if best is not None:
+            own = scores[offset : offset + len(g.responses)]
+            best_hit.append(bool(own[best] > np.delete(own, best).max()))
+            best_of.append(len(g.responses))
         for c in g.comparisons:
             chosen.append(scores[offset + c.winner])
             rejected.append(scores[offset + c.loser])
@@ -100,8 +138,26 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
         offset += len(g.responses)
     as_array = np.asarray
     return ScoredPairs(
-        as_array(chosen, float), as_array(rejected, float), as_array(c_len), as_array(r_len), source, subset
+        as_array(chosen, float),
+        as_array(rejected, float),
+        as_array(c_len),
+        as_array(r_len),
+        source,
+        subset,
+        as_array(best_hit, bool),
+        as_array(best_of, int),
     )
+
+
+def _best_response(group: PreferenceGroup) -> int | None:
+    """In a group of more than two responses, the one that wins a comparison against every other, if one does."""
+    if len(group.responses) <= 2:
+        return None
+    beaten: dict[int, set[int]] = defaultdict(set)
+    for c in group.comparisons:
+        beaten[c.winner].add(c.loser)
+    best = [w for w, losers in beaten.items() if len(losers) == len(group.responses) - 1]
+    return best[0] if best else None
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -161,11 +217,27 @@ def metrics(pairs: ScoredPairs) -> Metrics:
         },
         "reliability": reliability,
         "by_source": _accuracy_by(pairs.source, diff),
+        "length_controlled": {
+            "chosen_longer": share(diff[pairs.chosen_len > pairs.rejected_len] > 0),
+            "chosen_shorter": share(diff[pairs.chosen_len < pairs.rejected_len] > 0),
+        },
     }
     subsets = [s for s in pairs.subset if s is not None]
     if subsets:
         result["by_subset"] = _accuracy_by([s or "-" for s in pairs.subset], diff)
+    if len(pairs.best_hit):
+        result["best_of_n"] = {**share(pairs.best_hit), "chance": float((1 / pairs.best_of).mean())}
     return result
+
+
+def share(hits: np.ndarray) -> Share:
+    low, high = accuracy_interval(hits.astype(float))
+    return {
+        "count": len(hits),
+        "accuracy": float(hits.mean()) if len(hits) else float("nan"),
+        "accuracy_low": low,
+        "accuracy_high": high,
+    }
 
 
 def accuracy_interval(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -184,14 +256,13 @@ def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:
     sources = np.asarray(pairs.source)
 
     def report(where: np.ndarray) -> SourceEvaluation:
-        correct = (diff[where] > 0).astype(float)
-        low, high = accuracy_interval(correct)
+        right = share(diff[where] > 0)
         _, labels_longer, model_longer = _longer_wins(pairs.chosen_len[where], pairs.rejected_len[where], diff[where])
         return SourceEvaluation(
             pairs=int(where.sum()),
-            accuracy=float(correct.mean()),
-            accuracy_low=low,
-            accuracy_high=high,
+            accuracy=right["accuracy"],
+            accuracy_low=right["accuracy_low"],
+            accuracy_high=right["accuracy_high"],
             labels_prefer_longer=labels_longer,
             model_prefers_longer=model_longer,
         )
@@ -221,29 +292,47 @@ def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, Accuracy]:
     buckets: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         buckets[key].append(i)
-    return {
-        k: {
+    result: dict[str, Accuracy] = {}
+    for k, idx in sorted(buckets.items()):
+        right = share(diff[idx] > 0)
+        result[k] = {
             "pairs": len(idx),
-            "accuracy": float((diff[idx] > 0).mean()),
+            "accuracy": right["accuracy"],
+            "accuracy_low": right["accuracy_low"],
+            "accuracy_high": right["accuracy_high"],
             "mean_margin": float(diff[idx].mean()),
         }
-        for k, idx in sorted(buckets.items())
-    }
+    return result
 
 
 def format_table(result: Metrics) -> str:
     """The on-screen summary: one row per source, then the overall row and the bias figures."""
-    rows = [("source", "pairs", "accuracy", "margin")]
+    rows = [("source", "pairs", "accuracy", "95% interval", "margin")]
     for name, m in result["by_source"].items():
-        rows.append((name, str(m["pairs"]), f"{m['accuracy']:.3f}", f"{m['mean_margin']:+.3f}"))
-    rows.append(("ALL", str(result["pairs"]), f"{result['accuracy']:.3f}", f"{result['mean_margin']:+.3f}"))
+        interval = f"[{m['accuracy_low']:.3f}, {m['accuracy_high']:.3f}]"
+        rows.append((name, str(m["pairs"]), f"{m['accuracy']:.3f}", interval, f"{m['mean_margin']:+.3f}"))
+    rows.append(("ALL", str(result["pairs"]), f"{result['accuracy']:.3f}", "", f"{result['mean_margin']:+.3f}"))
     lines = [text_table(rows)]
     bias = result["length_bias"]
     lines.append(
         f"ECE {result['ece']:.3f} | longer response wins: labels {_pct(bias['labels_prefer_longer'])}, "
         f"model {_pct(bias['model_prefers_longer'])} | spearman(score, length) {bias['score_length_spearman']:+.3f}"
     )
+    split = result["length_controlled"]
+    lines.append(
+        f"length-controlled: chosen is longer {_share_text(split['chosen_longer'])} | "
+        f"chosen is shorter {_share_text(split['chosen_shorter'])}"
+    )
+    if "best_of_n" in result:
+        best = result["best_of_n"]
+        lines.append(f"best-of-N over K-wise groups: {_share_text(best)}, chance {best['chance']:.3f}")
     return "\n".join(lines)
+
+
+def _share_text(share: Share) -> str:
+    if not share["count"]:
+        return "n/a (0)"
+    return f"{share['accuracy']:.3f} [{share['accuracy_low']:.3f}, {share['accuracy_high']:.3f}] ({share['count']})"
 
 
 def _pct(value: float) -> str:
