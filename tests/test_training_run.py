@@ -44,6 +44,7 @@ def test_run_folder_is_complete(trained_run):
         "training_curves.png",
         "reliability.png",
         "score_histograms.png",
+        "accuracy.png",
         "train_summary.json",
         "truncation.json",
         "evaluation.json",
@@ -134,7 +135,8 @@ def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path
     assert 0 <= solutions["reward_model"]["accuracy_low"] <= solutions["reward_model"]["accuracy_high"] <= 1
     from_bundle = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert set(from_bundle) >= {"accuracy", "by_source", "mean_margin", "ece", "length_bias", "reliability"}
-    assert (tmp_path / "e" / "reliability.png").is_file()
+    for png in ("reliability.png", "score_histograms.png", "accuracy.png"):
+        assert (tmp_path / "e" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     out = subprocess.run(
         [sys.executable, "-m", "arbiter.cli", "eval", str(trained_run / "checkpoint"), "--data", held_out],
         capture_output=True,

@@ -1,4 +1,5 @@
-"""The PNG plots of a run: training curves, the reliability diagram, chosen-vs-rejected score histograms."""
+"""The PNG plots of a run: training curves, the reliability diagram, chosen-vs-rejected score histograms, and
+accuracy by source and subset with intervals."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from arbiter.training.evaluate import ReliabilityBin, ScoredPairs
+from arbiter.training.evaluate import Metrics, ReliabilityBin, ScoredPairs
 
 
 def training_curves(metrics_file: Path, out: Path) -> None:
@@ -64,6 +65,30 @@ def score_histograms(pairs: ScoredPairs, out: Path) -> None:
     ax_diff.hist(pairs.chosen - pairs.rejected, bins=40, color="tab:green")
     ax_diff.axvline(0, color="black", lw=0.8)
     ax_diff.set_title("r_chosen - r_rejected (right of 0 = correct)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def accuracy_by_group(result: Metrics, out: Path) -> None:
+    """Accuracy per source and per subset, then the length-controlled split, each with its 95% interval."""
+    rows: list[tuple[str, float, float, float]] = []
+    for prefix, table in (("", result["by_source"]), ("subset ", result.get("by_subset", {}))):
+        rows += [(prefix + k, a["accuracy"], a["accuracy_low"], a["accuracy_high"]) for k, a in table.items()]
+    split = result["length_controlled"]
+    for name, part in (("chosen longer", split["chosen_longer"]), ("chosen shorter", split["chosen_shorter"])):
+        if part["count"]:
+            rows.append((name, part["accuracy"], part["accuracy_low"], part["accuracy_high"]))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
+    y = list(range(len(rows)))[::-1]
+    accuracy = [r[1] for r in rows]
+    errors = [[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]]
+    ax.errorbar(accuracy, y, xerr=errors, fmt="o", capsize=3)
+    ax.axvline(0.5, color="grey", ls="--")
+    ax.set_yticks(y, [r[0] for r in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy with its bootstrap 95% interval (dashed: chance)")
+    ax.set_title(f"Accuracy by source and subset (all: {result['accuracy']:.3f} over {result['pairs']} pairs)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -20,7 +20,7 @@ from arbiter.training.evaluate import (
 
 
 def evaluate_into(folder: Path, scorer: Scorer, groups: Sequence[PreferenceGroup]) -> Metrics:
-    """Score groups, print the table, and write eval.json and the two evaluation plots into folder."""
+    """Score groups, print the table, and write eval.json and the three evaluation plots into folder."""
     pairs = score_pairs(groups, scorer)
     result = metrics(pairs)
     print(format_table(result), flush=True)
@@ -28,4 +28,5 @@ def evaluate_into(folder: Path, scorer: Scorer, groups: Sequence[PreferenceGroup
     (folder / "evaluation.json").write_text(evaluation_section(pairs, "the held-out groups").model_dump_json(indent=2))
     plots.reliability_diagram(result["reliability"], result["ece"], folder / "reliability.png")
     plots.score_histograms(pairs, folder / "score_histograms.png")
+    plots.accuracy_by_group(result, folder / "accuracy.png")
     return result
