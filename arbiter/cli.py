@@ -8,6 +8,7 @@ import sys
 
 from arbiter import __version__
 from arbiter.annotation.cli import add_parsers as add_annotation_parsers
+from arbiter.clients.errors import RewardServerError
 from arbiter.judge.cli import add_parsers as add_judge_parsers
 from arbiter.service.access.cli import add_parsers as add_key_parsers
 from arbiter.service.cli import add_parsers as add_serve_parsers
@@ -17,6 +18,7 @@ DESCRIPTION = """Arbiter: reward models for RLHF.
 
   arbiter train --data prefs.jsonl --out runs/rm --export bundles/rm   train, then write a bundle
   arbiter eval bundles/rm --data heldout.jsonl                        evaluate a bundle or checkpoint
+  arbiter eval http://127.0.0.1:8000 --spec mix --data heldout.jsonl   ... or a served model, the judge, a spec
   arbiter export runs/rm/checkpoint --out bundles/rm                  checkpoint -> bundle (ONNX)
   arbiter import Skywork/Skywork-Reward-V2-Qwen3-0.6B --out bundles/sk  a model trained elsewhere -> bundle
   arbiter serve --bundles bundles/rm                                  serve it over HTTP
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # user mistakes: say what is wrong, no traceback
         print(f"arbiter {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RewardServerError as exc:  # a server the command talks to refused or is unreachable: its answer says why
+        print(f"arbiter {args.command}: the server answered: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -177,3 +177,21 @@ def test_openai_backend_through_the_server_on_transformers_serve(bundle_dir, tmp
             assert (result["backend"], result["model"]) == ("openai", backend.model)
             part = result["verdicts"][0]["principles"][0]
             assert part["method"] == "parsed" and part["prob_a"] in (0.0, 0.5, 1.0)
+
+
+def test_eval_measures_the_served_judge_by_the_reward_model_code(server, tmp_path):
+    from arbiter.cli import main
+
+    rows = [
+        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "a fish"},
+        {"prompt": "Say something kind.", "chosen": "You did well today.", "rejected": "Go away."},
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", server.url, "--served-model", "judge", "--data", str(data), "--out", str(tmp_path / "e")]) == 0
+    report = json.loads((tmp_path / "e" / "eval.json").read_text())
+    with RewardClient(server.url, timeout=120) as client:  # the verdicts again, from the judge's cache
+        wins = [
+            (s := client.score(r["prompt"], [r["chosen"], r["rejected"]], model="judge").scores)[0] > s[1] for r in rows
+        ]
+    assert report["pairs"] == 2 and report["accuracy"] == sum(wins) / 2

@@ -191,3 +191,39 @@ def test_canaries_are_scored_on_a_schedule(bundle_dir, tmp_path):
         assert latest["accuracy"] in (0.0, 1 / 3, 2 / 3, 1.0) and latest["baseline"] == canary["history"][0]["accuracy"]
         metrics = httpx.get(s.url + "/metrics").text
         assert re.search(r'^arbiter_reward_canary_accuracy\{spec="default"\} \S+$', metrics, re.M)
+
+
+def test_eval_measures_a_served_model_and_specs_by_the_same_code_as_the_bundle(
+    spec_server, bundle_dir, reference, trained_run, tmp_path
+):
+    from arbiter.cli import main
+    from arbiter.cli_options import load_data_flag
+    from arbiter.training.evaluate import metrics, score_pairs
+
+    held_out = trained_run / "eval.jsonl"
+    groups = load_data_flag([str(held_out)])
+    in_process = metrics(score_pairs(groups, reference))
+    norm = load_bundle(bundle_dir).manifest.normalization
+
+    def mix(prompts, responses):  # the spec `mix` by hand
+        words = np.array([len(r.split()) for r in responses])
+        return (reference(prompts, responses) - norm.mean) / norm.std - 0.05 * words
+
+    by_hand = metrics(score_pairs(groups, mix))
+    assert by_hand["accuracy"] != in_process["accuracy"]  # the length penalty changes some answers
+    runs = {  # what was scored, over which face: what it must equal
+        "model-http": ([spec_server.url, "--served-model", "rm"], in_process),
+        "model-grpc": ([spec_server.grpc_url], in_process),
+        # group_norm of a lone response is 0: a pair split across groups would be a tie, counted wrong
+        "grouped": ([spec_server.url, "--spec", "grouped"], in_process),
+        "mix": ([spec_server.grpc_url, "--spec", "mix"], by_hand),
+    }
+    for name, (target, expected) in runs.items():
+        assert main(["eval", *target, "--data", str(held_out), "--out", str(tmp_path / name)]) == 0
+        served = json.loads((tmp_path / name / "eval.json").read_text())
+        assert served["pairs"] == expected["pairs"] == len(groups), name
+        assert served["accuracy"] == expected["accuracy"], name
+        assert served["length_controlled"] == expected["length_controlled"], name
+        assert (tmp_path / name / "accuracy.png").is_file()
+    assert main(["eval", spec_server.url, "--served-model", "nope", "--data", str(held_out)]) == 1
+    assert main(["eval", str(bundle_dir), "--spec", "mix", "--data", str(held_out)]) == 2

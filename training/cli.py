@@ -56,15 +56,26 @@ def _run_train(args: argparse.Namespace) -> int:
 def _eval_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "eval",
-        help="evaluate a bundle or a training checkpoint on preference files",
+        help="evaluate a bundle, a training checkpoint or a running server on preference files",
         description="Accuracy (ties count as wrong), accuracy per source and subset with bootstrap 95% intervals, "
         "mean margin, calibration (ECE), length bias, the length-controlled split and, for K-wise data, best-of-N. "
-        "Prints a table and writes JSON.",
+        "Prints a table and writes JSON. A server URL is scored through Arbiter's protocol: a served model, the "
+        "judge (--served-model judge) or a reward spec (--spec), measured by the same code as a bundle.",
     )
-    p.add_argument("model", type=Path, help="a bundle folder or a training checkpoint folder")
+    p.add_argument(
+        "model",
+        help="a bundle folder, a training checkpoint folder, or a server URL (http://host:8000, grpc://host:50051; "
+        "the key is read from ARBITER_API_KEY)",
+    )
     add_data_flag(p)
     p.add_argument("--out", type=Path, default=None, help="folder for eval.json and plots (default: none)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="bundle file to score with")
+    served = p.add_mutually_exclusive_group()
+    served.add_argument("--served-model", help="with a URL: the model to score with (default: the server's default)")
+    served.add_argument("--spec", help="with a URL: score with this reward spec instead of a model")
+    p.add_argument(
+        "--timeout-s", type=float, default=300.0, help="with a URL: seconds per request (a judge writes rationales)"
+    )
     p.add_argument(
         "--solutions",
         type=Path,
@@ -78,7 +89,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from arbiter.training.evaluate import format_table, metrics, score_pairs
 
     groups = load_data_flag(args.data)
-    scorer = _scorer(args.model, args.precision)
+    scorer = _scorer(args)
     if args.solutions:
         from arbiter.training.best_of_solutions import best_of_solutions, format_best_of_solutions, load_questions
         from arbiter.training.evaluate import to_json
@@ -101,14 +112,23 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scorer(model: Path, precision: str) -> Scorer:
+def _scorer(args: argparse.Namespace) -> Scorer:
     from arbiter.bundle.manifest import MANIFEST_FILE
 
+    if "://" in args.model:
+        from arbiter.clients import RewardClient
+        from arbiter.training.served_scorer import ServedModelScorer, SpecScorer
+
+        client = RewardClient(args.model, timeout=args.timeout_s)
+        return SpecScorer(client, args.spec) if args.spec else ServedModelScorer(client, args.served_model)
+    if args.served_model or args.spec:
+        raise ValueError("--served-model and --spec choose what a server URL scores with; this is a folder")
+    model = Path(args.model)
     if (model / MANIFEST_FILE).is_file():
         from arbiter.bundle import load_bundle
         from arbiter.bundle.onnx_model import OnnxRewardModel
 
-        return OnnxRewardModel.from_bundle(load_bundle(model), precision)
+        return OnnxRewardModel.from_bundle(load_bundle(model), args.precision)
     import torch
 
     from arbiter.training.torch_scorer import TorchScorer
