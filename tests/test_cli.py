@@ -114,6 +114,10 @@ def test_eval_of_something_that_is_no_model(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     result = arbiter("eval", str(tmp_path), "--data", str(tmp_path / "p.jsonl"))
     assert result.returncode == 2 and "not a training checkpoint" in result.stderr
+    result = arbiter("eval", str(tmp_path), "--data", str(tmp_path / "p.jsonl"), "--sections", "rewardbench")
+    assert result.returncode == 2 and "none of its subsets" in result.stderr  # refused before anything is scored
+    result = arbiter("eval", str(tmp_path), "--data", str(tmp_path / "p.jsonl"), "--sections", "nope")
+    assert result.returncode == 2 and "rewardbench-2" in result.stderr
 
 
 def test_onnx_scoring_path_does_not_import_torch():

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from arbiter.data.schema import Comparison, PreferenceGroup
 from arbiter.training.evaluate import (
@@ -197,3 +198,54 @@ def test_best_of_solutions_against_random_and_oracle(tmp_path):
     assert math.isclose(report["reward_model"]["accuracy"], 1.5 / 4)
     assert math.isclose(report["random"], (0.5 + 0.5 + 0.5 + 0) / 4) and report["oracle"] == 0.75
     assert report["questions"] == 4 and report["solutions_per_question"] == 2.0
+
+
+def test_sections_weight_subsets_by_their_counts_and_average_sections(tmp_path):
+    from arbiter.training.section_scores import SectionTable, check_subsets, format_sections, section_scores
+
+    table = SectionTable(name="t", sections={"Chat": {"a": 100, "b": 300}, "Safety": {"c": 1}, "Code": {"z": 1}})
+    # a: 3 of 4 right; b: 1 of 2; c (a source: its pairs have no subset): 2 of 2; d is in no section
+    rows = [("a", 1), ("a", 1), ("a", 1), ("a", -1), ("b", 1), ("b", -1), ("c", 1), ("c", 1), ("d", -1)]
+    groups = [group("x", "y", "c", None) if subset == "c" else group("x", "y", "s", subset) for subset, _ in rows]
+    scores = np.array([v for _, sign in rows for v in (float(sign), 0.0)])
+    report = section_scores(pairs_from_scores(groups, scores), table)
+    chat = (0.75 * 100 + 0.5 * 300) / 400
+    assert math.isclose(report["sections"]["Chat"]["score"], chat)
+    assert report["sections"]["Safety"]["score"] == 1.0
+    assert math.isclose(report["score"], (chat + 1.0) / 2)  # sections count equally, whatever their size
+    assert report["absent_sections"] == ["Code"] and report["unmapped"] == ["d"]
+    for part in (report, report["sections"]["Chat"]):
+        assert part["score_low"] <= part["score"] <= part["score_high"]
+    assert report["score_low"] < report["score_high"]  # a and b vary under resampling
+    text = format_sections(report)
+    assert "SCORE" in text and "Code" in text and "d" in text
+    check_subsets(table, groups)
+    with pytest.raises(ValueError, match="none of its subsets"):
+        check_subsets(table, [group("x", "y", "s", "q"), group("x", "y", "s2")])
+
+
+def test_rewardbench_tables_and_best_of_n_sections():
+    from arbiter.training.section_scores import builtin_tables, load_table, section_scores
+
+    assert builtin_tables() == ["rewardbench", "rewardbench-2"]
+    v1 = load_table("rewardbench")
+    assert list(v1.sections) == ["Chat", "Chat Hard", "Safety", "Reasoning"]
+    assert (
+        v1.sections["Reasoning"]["math-prm"]
+        == 984
+        == sum(v for k, v in v1.sections["Reasoning"].items() if k != "math-prm")
+    )
+    assert len(v1.subsets()) == 23
+
+    v2 = load_table("rewardbench-2")
+    assert v2.metric == "best_of_n" and len(v2.sections) == 5
+
+    def four(subset: str) -> PreferenceGroup:  # one chosen, three rejected, as RewardBench 2 stores them
+        return PreferenceGroup("p", ("c", "r1", "r2", "r3"), tuple(Comparison(0, j) for j in (1, 2, 3)), "rb2", subset)
+
+    groups = [four("Math"), four("Math"), four("Focus")]
+    scores = np.array([*[4.0, 1.0, 2.0, 3.0], *[2.0, 3.0, 1.0, 0.0], *[1.0, 0.0, 0.0, 0.0]])  # hit, miss, hit
+    report = section_scores(pairs_from_scores(groups, scores), v2)
+    assert report["sections"]["Math"]["score"] == 0.5 and report["sections"]["Focus"]["score"] == 1.0
+    assert report["score"] == 0.75
+    assert set(report["absent_sections"]) == {"Factuality", "Precise IF", "Safety"}

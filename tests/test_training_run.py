@@ -109,6 +109,8 @@ def test_int8_refused_under_a_strict_gate(trained_run, tmp_path):
 
 def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path):
     held_out = str(trained_run / "eval.jsonl")
+    table = tmp_path / "sections.yaml"  # a user's table: pairs without a subset count under their source
+    table.write_text("name: mine\nsections:\n  Safety: {hh_rlhf_harmless: 1}\n  Chat: {pandalm: 1}\n")
     out = subprocess.run(
         [
             sys.executable,
@@ -122,6 +124,8 @@ def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path
             str(tmp_path / "e"),
             "--solutions",
             str(VERIFIABLE / "gsm8k_model_solutions.jsonl"),
+            "--sections",
+            str(table),
         ],
         capture_output=True,
         text=True,
@@ -135,6 +139,10 @@ def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path
     assert 0 <= solutions["reward_model"]["accuracy_low"] <= solutions["reward_model"]["accuracy_high"] <= 1
     from_bundle = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert set(from_bundle) >= {"accuracy", "by_source", "mean_margin", "ece", "length_bias", "reliability"}
+    sections = json.loads((tmp_path / "e" / "sections.json").read_text())
+    assert "SCORE" in out.stdout and sections["absent_sections"] == ["Chat"]
+    assert sections["score"] == sections["sections"]["Safety"]["score"] == from_bundle["accuracy"]
+    assert sections["score_low"] == from_bundle["by_source"]["hh_rlhf_harmless"]["accuracy_low"]  # the same draws
     for png in ("reliability.png", "score_histograms.png", "accuracy.png"):
         assert (tmp_path / "e" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     out = subprocess.run(

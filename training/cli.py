@@ -74,6 +74,12 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
     served.add_argument("--served-model", help="with a URL: the model to score with (default: the server's default)")
     served.add_argument("--spec", help="with a URL: score with this reward spec instead of a model")
     p.add_argument(
+        "--sections",
+        help="also score RewardBench's way: subsets (or sources, for pairs without one) grouped into sections, "
+        "weighted, then averaged; a built-in table (rewardbench, rewardbench-2) or a YAML file of the same shape "
+        "(sections.json with --out)",
+    )
+    p.add_argument(
         "--timeout-s", type=float, default=300.0, help="with a URL: seconds per request (a judge writes rationales)"
     )
     p.add_argument(
@@ -87,8 +93,12 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from arbiter.training.evaluate import format_table, metrics, score_pairs
+    from arbiter.training.section_scores import check_subsets, format_sections, load_table, section_scores
 
     groups = load_data_flag(args.data)
+    table = load_table(args.sections) if args.sections else None
+    if table is not None:
+        check_subsets(table, groups)
     scorer = _scorer(args)
     if args.solutions:
         from arbiter.training.best_of_solutions import best_of_solutions, format_best_of_solutions, load_questions
@@ -103,11 +113,14 @@ def _run_eval(args: argparse.Namespace) -> int:
         from arbiter.training.report import evaluate_into
 
         args.out.mkdir(parents=True, exist_ok=True)
-        evaluate_into(args.out, scorer, groups)
+        evaluate_into(args.out, scorer, groups, table)
         print(f"wrote {args.out / 'eval.json'}")
     else:
-        result = metrics(score_pairs(groups, scorer))
+        pairs = score_pairs(groups, scorer)
+        result = metrics(pairs)
         print(format_table(result))
+        if table is not None:
+            print(format_sections(section_scores(pairs, table)))
         print(json.dumps({k: result[k] for k in ("pairs", "accuracy", "mean_margin", "ece")}))
     return 0
 

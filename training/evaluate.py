@@ -109,6 +109,8 @@ class ScoredPairs:
     subset: list[str | None]
     best_hit: np.ndarray  # per K-wise group (K > 2) with one best response: it outscored all the others
     best_of: np.ndarray  # that group's K
+    best_source: list[str]  # that group's source
+    best_subset: list[str | None]  # and subset
 
 
 def score_pairs(groups: Sequence[PreferenceGroup], scorer: Scorer) -> ScoredPairs:
@@ -120,7 +122,7 @@ def score_pairs(groups: Sequence[PreferenceGroup], scorer: Scorer) -> ScoredPair
 def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> ScoredPairs:
     """scores: one per response, groups in order, responses in order within each group."""
     chosen, rejected, c_len, r_len, source, subset = [], [], [], [], [], []
-    best_hit, best_of = [], []
+    best_hit, best_of, best_source, best_subset = [], [], [], []
     offset = 0
     for g in groups:
         best = _best_response(g)
@@ -128,6 +130,8 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
             own = scores[offset : offset + len(g.responses)]
             best_hit.append(bool(own[best] > np.delete(own, best).max()))
             best_of.append(len(g.responses))
+            best_source.append(g.source)
+            best_subset.append(g.subset)
         for c in g.comparisons:
             chosen.append(scores[offset + c.winner])
             rejected.append(scores[offset + c.loser])
@@ -146,6 +150,8 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
         subset,
         as_array(best_hit, bool),
         as_array(best_of, int),
+        best_source,
+        best_subset,
     )
 
 

@@ -1,5 +1,6 @@
 """An evaluation report: the table on screen, eval.json, evaluation.json (per source, with intervals and length
-shares: the bundle's `evaluation`), and the reliability and score-histogram plots."""
+shares: the bundle's `evaluation`), the accuracy, reliability and score-histogram plots, and with a section table
+the RewardBench-style section scores (sections.json)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,22 @@ from arbiter.training.evaluate import (
     score_pairs,
     write_json,
 )
+from arbiter.training.section_scores import SectionTable, format_sections, section_scores
 
 
-def evaluate_into(folder: Path, scorer: Scorer, groups: Sequence[PreferenceGroup]) -> Metrics:
-    """Score groups, print the table, and write eval.json and the three evaluation plots into folder."""
+def evaluate_into(
+    folder: Path, scorer: Scorer, groups: Sequence[PreferenceGroup], sections: SectionTable | None = None
+) -> Metrics:
+    """Score groups, print the tables, and write eval.json, evaluation.json, the three evaluation plots and, with a
+    section table, sections.json into folder."""
     pairs = score_pairs(groups, scorer)
     result = metrics(pairs)
     print(format_table(result), flush=True)
     write_json(result, folder / "eval.json")
+    if sections is not None:
+        report = section_scores(pairs, sections)
+        print(format_sections(report), flush=True)
+        write_json(report, folder / "sections.json")
     (folder / "evaluation.json").write_text(evaluation_section(pairs, "the held-out groups").model_dump_json(indent=2))
     plots.reliability_diagram(result["reliability"], result["ece"], folder / "reliability.png")
     plots.score_histograms(pairs, folder / "score_histograms.png")
