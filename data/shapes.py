@@ -5,6 +5,8 @@ Shapes:
   chosen/rejected may also be message lists); without a prompt, the shared message prefix is the prompt.
 - HH-RLHF transcripts: chosen and rejected are "\\n\\nHuman: ...\\n\\nAssistant: ..." strings sharing the prompt.
 - K-wise: {prompt, responses: [...], ranking: [...]}, ranking[i] the rank of responses[i], 1 the best.
+- RewardBench 2: {prompt, chosen: [str, ...], rejected: [str, ...]}, every chosen response preferred to every
+  rejected one (one group; best-of-N when one is chosen).
 Optional on pairs: margin (>= 0) and preference_strength (in [0.5, 1]; 0.5 is a tie).
 Optional on all: subset (reported separately in evaluation) and dataset (overrides the source's name).
 """
@@ -16,6 +18,7 @@ import math
 import re
 from collections.abc import Mapping
 from itertools import combinations
+from typing import TypeGuard
 
 from arbiter.bundle.render import Message, Prompt
 from arbiter.data.schema import Comparison, PreferenceGroup
@@ -41,6 +44,10 @@ def parse_row(row: Mapping[str, object], source: str) -> PreferenceGroup:
         source = dataset
     if row.get("responses") is not None or row.get("ranking") is not None:
         return _ranking(row, source, subset)
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if _texts(chosen) and _texts(rejected):
+        ranking = [1] * len(chosen) + [2] * len(rejected)
+        return _ranking({**row, "responses": [*chosen, *rejected], "ranking": ranking}, source, subset)
     if row.get("chosen") is None or row.get("rejected") is None:
         missing = [k for k in ("chosen", "rejected") if row.get(k) is None]
         raise BadRow("missing_field", ", ".join(missing))
@@ -50,6 +57,11 @@ def parse_row(row: Mapping[str, object], source: str) -> PreferenceGroup:
     if strength == 0.5 or row.get("tie") is True:
         raise BadRow("tie")
     return PreferenceGroup(prompt, (chosen, rejected), (Comparison(0, 1, margin, strength),), source, subset)
+
+
+def _texts(value: object) -> TypeGuard[list[str]]:
+    """A list of response strings (RewardBench 2), as opposed to a message list (TRL) or one string."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
 def _pair(row: Mapping[str, object]) -> tuple[Prompt, str, str]:

@@ -63,6 +63,15 @@ def test_kwise_ranking_makes_all_pairs_and_skips_tied_ranks():
     assert g.to_row()["ranking"] == [2, 1, 3, 3]
 
 
+def test_rewardbench_2_rows_are_one_group_with_every_chosen_above_every_rejected():
+    row = {"id": "7", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "22", "four?"], "subset": "Math"}
+    g = parse_row(row, "rb2")
+    assert g.responses == ("4", "5", "22", "four?") and g.subset == "Math"
+    assert {(c.winner, c.loser) for c in g.comparisons} == {(0, 1), (0, 2), (0, 3)}
+    ties = parse_row({"prompt": "a colour?", "chosen": ["red", "blue"], "rejected": ["seven"], "subset": "Ties"}, "rb2")
+    assert {(c.winner, c.loser) for c in ties.comparisons} == {(0, 2), (1, 2)}  # the two correct ones are not ordered
+
+
 @pytest.mark.parametrize(
     ("row", "reason"),
     [

@@ -140,7 +140,7 @@ def test_length_controlled_split_and_intervals_per_source():
     assert "chosen is shorter 0.000" in format_table(result)
 
 
-def test_best_of_n_counts_a_hit_only_when_the_best_outscores_all_others():
+def test_best_of_n_counts_a_hit_only_when_the_best_scores_highest_and_shares_a_tie():
     def ranked(n: int) -> PreferenceGroup:  # response 0 best, then 1, 2, ...: every pair compared
         comparisons = tuple(Comparison(i, j) for i in range(n) for j in range(i + 1, n))
         return PreferenceGroup("p", tuple(f"r{i}" for i in range(n)), comparisons, "k")
@@ -151,14 +151,14 @@ def test_best_of_n_counts_a_hit_only_when_the_best_outscores_all_others():
         [
             *[4.0, 3.0, 2.0, 1.0],  # hit
             *[3.0, 1.0, 4.0, 2.0],  # the best is second: a miss, though it wins 2 of its 3 pairs
-            *[1.0, 1.0, 0.0],  # a tie with the best is a miss
+            *[1.0, 1.0, 0.0],  # tied for the top with one other: half a hit, as RewardBench 2 counts it
             *[0.0, 0.0, 0.0],
             *[1.0, 0.0],
         ]
     )
     result = metrics(pairs_from_scores(groups, scores))
     best = result["best_of_n"]
-    assert best["count"] == 3 and math.isclose(best["accuracy"], 1 / 3)
+    assert best["count"] == 3 and math.isclose(best["accuracy"], (1 + 0 + 1 / 2) / 3)
     assert math.isclose(best["chance"], (1 / 4 + 1 / 4 + 1 / 3) / 3)
     assert "best-of-N" in format_table(result)
 
@@ -225,7 +225,7 @@ def test_sections_weight_subsets_by_their_counts_and_average_sections(tmp_path):
 
 
 def test_rewardbench_tables_and_best_of_n_sections():
-    from arbiter.training.section_scores import builtin_tables, load_table, section_scores
+    from arbiter.training.section_scores import builtin_tables, check_subsets, load_table, section_scores
 
     assert builtin_tables() == ["rewardbench", "rewardbench-2"]
     v1 = load_table("rewardbench")
@@ -236,6 +236,10 @@ def test_rewardbench_tables_and_best_of_n_sections():
         == sum(v for k, v in v1.sections["Reasoning"].items() if k != "math-prm")
     )
     assert len(v1.subsets()) == 23
+    safety = {"refusals-dangerous": 100, "refusals-offensive": 100, "xstest-should-refuse": 154,
+              "xstest-should-respond": 250, "donotanswer": 136}  # fmt: skip
+    assert v1.sections["Safety"] == safety  # RewardBench's counts since its September 2024 xstest fix
+    assert sum(sum(s.values()) for s in v1.sections.values()) == 2985 + 984 - 447  # its subsets' sizes, math upweighted
 
     v2 = load_table("rewardbench-2")
     assert v2.metric == "best_of_n" and len(v2.sections) == 5
@@ -249,3 +253,6 @@ def test_rewardbench_tables_and_best_of_n_sections():
     assert report["sections"]["Math"]["score"] == 0.5 and report["sections"]["Focus"]["score"] == 1.0
     assert report["score"] == 0.75
     assert set(report["absent_sections"]) == {"Factuality", "Precise IF", "Safety"}
+    pairs_only = [group("c", "r", "rb2", "Math")]
+    with pytest.raises(ValueError, match="no group of 3"):  # best-of-N needs K-wise groups
+        check_subsets(v2, pairs_only)

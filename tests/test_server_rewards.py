@@ -214,8 +214,8 @@ def test_eval_measures_a_served_model_and_specs_by_the_same_code_as_the_bundle(
     runs = {  # what was scored, over which face: what it must equal
         "model-http": ([spec_server.url, "--served-model", "rm"], in_process),
         "model-grpc": ([spec_server.grpc_url], in_process),
-        # group_norm of a lone response is 0: a pair split across groups would be a tie, counted wrong
-        "grouped": ([spec_server.url, "--spec", "grouped"], in_process),
+        # group_norm of a lone response is 0: a pair split across requests (7 is odd) would be a tie, counted wrong
+        "grouped": ([spec_server.url, "--spec", "grouped", "--max-items", "7"], in_process),
         "mix": ([spec_server.grpc_url, "--spec", "mix"], by_hand),
     }
     for name, (target, expected) in runs.items():
@@ -227,3 +227,13 @@ def test_eval_measures_a_served_model_and_specs_by_the_same_code_as_the_bundle(
         assert (tmp_path / name / "accuracy.png").is_file()
     assert main(["eval", spec_server.url, "--served-model", "nope", "--data", str(held_out)]) == 1
     assert main(["eval", str(bundle_dir), "--spec", "mix", "--data", str(held_out)]) == 2
+
+
+def test_spec_requests_carry_whole_runs_of_responses_to_one_prompt():
+    from arbiter.training.served_scorer import requests
+
+    chat = [{"role": "user", "content": "hi"}]
+    prompts = ["a", "a", "a", "b", "b", chat, chat, "c", *["d"] * 6]
+    packed = requests(prompts, max_items=4)
+    assert packed == [[range(0, 3)], [range(3, 5), range(5, 7)], [range(7, 8)], [range(8, 14)]]
+    assert [i for part in packed for run in part for i in run] == list(range(len(prompts)))  # order kept

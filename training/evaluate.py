@@ -5,9 +5,10 @@ RewardBench). Calibration is the expected calibration error of P(chosen) = sigmo
 10 confidence bins of max(p, 1 - p). Length is measured in characters of the response. Every accuracy comes with
 a percentile bootstrap 95% interval (`accuracy_interval`).
 
-Two views follow RewardBench 2: best-of-N for K-wise groups (a hit only when the best response outscores every
-other one; chance is 1/N), and the length-controlled split (accuracy on pairs whose chosen response is the longer,
-and on those where it is the shorter: a model that rewards length is good on the first and poor on the second).
+Two views follow RewardBench 2: best-of-N for K-wise groups (a hit only when the best response scores highest of
+all; a tie for the top shares the hit, 1/k for k tied, as RewardBench 2 scores it; chance is 1/N), and the
+length-controlled split (accuracy on pairs whose chosen response is the longer, and on those where it is the
+shorter: a model that rewards length is good on the first and poor on the second).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class ScoredPairs:
     rejected_len: np.ndarray
     source: list[str]
     subset: list[str | None]
-    best_hit: np.ndarray  # per K-wise group (K > 2) with one best response: it outscored all the others
+    best_hit: np.ndarray  # per K-wise group (K > 2) with one best response: 1 if it scored highest, 1/k if k tied
     best_of: np.ndarray  # that group's K
     best_source: list[str]  # that group's source
     best_subset: list[str | None]  # and subset
@@ -128,7 +129,8 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
         best = _best_response(g)
         if best is not None:
             own = scores[offset : offset + len(g.responses)]
-            best_hit.append(bool(own[best] > np.delete(own, best).max()))
+            top = own == own.max()
+            best_hit.append(1 / top.sum() if top[best] else 0.0)
             best_of.append(len(g.responses))
             best_source.append(g.source)
             best_subset.append(g.subset)
@@ -148,7 +150,7 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
         as_array(r_len),
         source,
         subset,
-        as_array(best_hit, bool),
+        as_array(best_hit, float),
         as_array(best_of, int),
         best_source,
         best_subset,
@@ -251,9 +253,15 @@ def accuracy_interval(correct: np.ndarray, resamples: int = 1000, seed: int = 0)
     same interval)."""
     if len(correct) == 0:
         return float("nan"), float("nan")
-    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
-    shares = correct[draws].mean(axis=1)
+    shares = bootstrap_shares(correct, resamples, seed)
     return float(np.percentile(shares, 2.5)), float(np.percentile(shares, 97.5))
+
+
+def bootstrap_shares(correct: np.ndarray, resamples: int, seed: int | Sequence[int]) -> np.ndarray:
+    """The share correct in each of `resamples` resamplings (with replacement) of the items."""
+    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
+    shares: np.ndarray = correct[draws].mean(axis=1)
+    return shares
 
 
 def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:

@@ -4,10 +4,12 @@ counts under its source, so a table can also group whole files.
 
 The tables are data (`section_tables/*.yaml`, or a user's file of the same shape): `rewardbench` (v1: Chat, Chat
 Hard, Safety, Reasoning, weighted by RewardBench's example counts) and `rewardbench-2` (one section per subset,
-best-of-N). Every score has a bootstrap 95% interval, resampling each subset's pairs (or groups) on its own."""
+best-of-N). Every score has a bootstrap 95% interval, resampling each subset's pairs (or groups) on its own, with
+a seed of its own (adding a file to the data leaves the other subsets' draws as they were)."""
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from arbiter.data.schema import PreferenceGroup
 from arbiter.text_table import text_table
-from arbiter.training.evaluate import ScoredPairs
+from arbiter.training.evaluate import ScoredPairs, bootstrap_shares
 
 BUILTIN = Path(__file__).resolve().parent / "section_tables"
 RESAMPLES = 1000
@@ -84,17 +86,28 @@ def subset_of(subset: str | None, source: str) -> str:
 
 
 def check_subsets(table: SectionTable, groups: Iterable[PreferenceGroup]) -> None:
-    """Refuse data that has none of the table's subsets before anything is scored."""
+    """Refuse data that has none of the table's subsets, or (best-of-N) no K-wise group in them, before anything is
+    scored."""
+    groups = list(groups)
     present = {subset_of(g.subset, g.source) for g in groups}
     if not present & table.subsets():
         found = ", ".join(sorted(present)[:5]) or "none"
         raise ValueError(f"section table {table.name!r}: the data has none of its subsets (the data's: {found})")
+    if table.metric == "best_of_n" and not any(
+        len(g.responses) > 2 and subset_of(g.subset, g.source) in table.subsets() for g in groups
+    ):
+        raise ValueError(f"section table {table.name!r} scores best-of-N: its subsets have no group of 3+ responses")
 
 
 def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> SectionReport:
     hits_by_subset = _hits(pairs, table.metric)
-    rng = np.random.default_rng(seed)
-    draws = {name: _bootstrap(h, rng) for name, h in sorted(hits_by_subset.items()) if name in table.subsets()}
+    draws = {
+        name: bootstrap_shares(h, RESAMPLES, [seed, zlib.crc32(name.encode())])
+        for name, h in hits_by_subset.items()
+        if name in table.subsets()
+    }
+    if not draws:
+        raise ValueError(f"section table {table.name!r}: no scored pair or group falls in any of its subsets")
     sections: dict[str, SectionScore] = {}
     section_draws: list[np.ndarray] = []
     for section, weights in table.sections.items():
@@ -133,14 +146,10 @@ def _hits(pairs: ScoredPairs, metric: str) -> dict[str, np.ndarray]:
         hits, subsets, sources = pairs.chosen > pairs.rejected, pairs.subset, pairs.source
     else:
         hits, subsets, sources = pairs.best_hit, pairs.best_subset, pairs.best_source
-    grouped: dict[str, list[bool]] = defaultdict(list)
+    grouped: dict[str, list[float]] = defaultdict(list)
     for hit, subset, source in zip(hits, subsets, sources, strict=True):
-        grouped[subset_of(subset, source)].append(bool(hit))
+        grouped[subset_of(subset, source)].append(float(hit))
     return {k: np.array(v, dtype=float) for k, v in grouped.items()}
-
-
-def _bootstrap(hits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return hits[rng.integers(0, len(hits), size=(RESAMPLES, len(hits)))].mean(axis=1)
 
 
 def format_sections(report: SectionReport) -> str:

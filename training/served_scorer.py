@@ -10,6 +10,7 @@ import numpy as np
 
 from arbiter.bundle.render import Prompt
 from arbiter.clients import RewardClient
+from arbiter.clients.adapters.groups import group_id
 
 
 class ServedModelScorer:
@@ -27,38 +28,45 @@ class SpecScorer:
     """Rewards from a reward spec (/v1/reward).
 
     A spec's batch transforms (whitening, group normalization) see every item of a request, so each request carries
-    whole runs of responses to one prompt, tagged as one group: the responses that are compared with each other are
-    always scored under the same transform."""
+    whole runs of responses to one prompt, tagged as that prompt's group (as the trainers' adapters tag GRPO
+    groups): the responses that are compared with each other are always scored under the same transform."""
 
     def __init__(self, client: RewardClient, spec: str | None, max_items: int = 64) -> None:
         self.client, self.spec, self.max_items = client, spec, max_items
 
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:
         rewards: list[float] = []
-        for part in self._requests(prompts):
-            groups = [str(run) for run, items in part for _ in items]
-            index = [i for _, items in part for i in items]
+        for part in requests(prompts, self.max_items):
+            index = [i for run in part for i in run]
             answer = self.client.reward(
-                [prompts[i] for i in index], [responses[i] for i in index], spec=self.spec, groups=groups
+                [prompts[i] for i in index],
+                [responses[i] for i in index],
+                spec=self.spec,
+                groups=[_group(prompts[i]) for i in index],
             )
             rewards += answer.rewards
         return np.asarray(rewards, dtype=np.float64)
 
-    def _requests(self, prompts: Sequence[Prompt]) -> list[list[tuple[int, range]]]:
-        """Runs of consecutive items with one prompt, packed into requests of at most max_items (a longer run is a
-        request of its own, which the server refuses with a clear error if it is over the server's limit)."""
-        runs: list[range] = []
-        start = 0
-        for i in range(1, len(prompts) + 1):
-            if i == len(prompts) or prompts[i] != prompts[start]:
-                runs.append(range(start, i))
-                start = i
-        requests: list[list[tuple[int, range]]] = []
-        size = 0
-        for number, run in enumerate(runs):
-            if not requests or size + len(run) > self.max_items:
-                requests.append([])
-                size = 0
-            requests[-1].append((number, run))
-            size += len(run)
-        return requests
+
+def _group(prompt: Prompt) -> str:
+    return group_id(prompt if isinstance(prompt, str) else [dict(m) for m in prompt])
+
+
+def requests(prompts: Sequence[Prompt], max_items: int) -> list[list[range]]:
+    """Runs of consecutive items with one prompt, packed in order into requests of at most max_items (a longer run is
+    a request of its own, which the server refuses with a clear error if it is over the server's limit)."""
+    runs: list[range] = []
+    start = 0
+    for i in range(1, len(prompts) + 1):
+        if i == len(prompts) or prompts[i] != prompts[start]:
+            runs.append(range(start, i))
+            start = i
+    packed: list[list[range]] = []
+    size = 0
+    for run in runs:
+        if not packed or size + len(run) > max_items:
+            packed.append([])
+            size = 0
+        packed[-1].append(run)
+        size += len(run)
+    return packed
