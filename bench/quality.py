@@ -5,7 +5,7 @@ default bundle's: a tenth of the prompts by hash, `eval_fraction` 0.1), the same
 same evaluation code: every trained model becomes a bundle (Arbiter's by `export_bundle`, TRL's by `arbiter
 import`, as a user would serve it) and is scored on the held-out groups by arbiter.training.evaluate.
 
-    python bench/quality.py [--steps 150] [--only arbiter trl-defaults trl-best] [--out bench/results/quality]
+    python bench/quality.py [--steps N] [--only arbiter trl-defaults trl-best] [--out bench/results/quality]
 
 Systems:
 - arbiter: configs/default.yaml, the recipe `make run` builds.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +67,22 @@ def split(data: Path) -> tuple[list[PreferenceGroup], list[PreferenceGroup]]:
     return train_groups, held_out
 
 
-def run_arbiter(data: Path, steps: int, out: Path) -> tuple[Path, float, float]:
+def run_arbiter(data: Path, steps: int | None, out: Path) -> tuple[Path, int, float, float]:
+    """The default recipe (with `steps`, that many optimizer steps instead of its own count): bundle, steps taken,
+    training seconds, export seconds."""
     raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     sources = [SourceSpec(path=str(data / f"{name}.jsonl")) for name in FILES]
+    overrides = {"max_steps": steps} if steps else {}
     config = TrainConfig.model_validate(
-        {**raw, "data": sources, "eval_fraction": HELD_OUT, "max_steps": steps, "out": out / "run"}
+        {**raw, **overrides, "data": sources, "eval_fraction": HELD_OUT, "out": out / "run"}
     )
     started = time.perf_counter()
     run = train(config)
     trained = time.perf_counter() - started
+    taken = int(json.loads((run / "train_summary.json").read_text())["steps"])
     started = time.perf_counter()
     bundle = export_bundle(run / "checkpoint", out / "bundle", name="arbiter", int8=False).path
-    return bundle, trained, time.perf_counter() - started
+    return bundle, taken, trained, time.perf_counter() - started
 
 
 def run_trl(
@@ -161,24 +164,20 @@ def _pct(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "preferences")
-    parser.add_argument("--steps", type=int, help="optimizer steps of every system (default: the default recipe's)")
+    parser.add_argument(
+        "--steps", type=int, help="optimizer steps of every system (default: what the default recipe takes)"
+    )
     parser.add_argument("--only", nargs="*", choices=["arbiter", "trl-defaults", "trl-best"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
     args = parser.parse_args()
-    steps = args.steps or int(yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())["max_steps"])
+    chosen = args.only or ["arbiter", "trl-defaults", "trl-best"]
+    if args.steps is None and "arbiter" not in chosen:
+        parser.error("without arbiter's run, give --steps")
     train_groups, held_out = split(args.data)
-    print(f"train: {len(train_groups)} groups, held out: {len(held_out)} groups; {steps} optimizer steps each")
-    systems: dict[str, Callable[[Path], tuple[Path, float, float]]] = {
-        "arbiter": lambda out: run_arbiter(args.data, steps, out),
-        "trl-defaults": lambda out: run_trl(train_groups, steps, {}, out),
-        "trl-best": lambda out: run_trl(train_groups, steps, TRL_BEST, out),
-    }
+    print(f"train: {len(train_groups)} groups, held out: {len(held_out)} groups")
     results: dict[str, dict[str, Any]] = {}
-    for name, run in systems.items():
-        if args.only and name not in args.only:
-            continue
-        print(f"== {name}", flush=True)
-        bundle, train_s, convert_s = run(args.out / name)
+
+    def record(name: str, bundle: Path, steps: int, train_s: float, convert_s: float) -> None:
         evaluation = evaluate(bundle, held_out)
         results[name] = {
             "steps": steps,
@@ -187,6 +186,18 @@ def main() -> None:
             "evaluation": evaluation.model_dump(),
         }
         print(table({name: results[name]}), flush=True)
+
+    steps = args.steps
+    if "arbiter" in chosen:  # first: the other systems take as many optimizer steps as it did
+        print("== arbiter", flush=True)
+        bundle, steps, train_s, convert_s = run_arbiter(args.data, args.steps, args.out / "arbiter")
+        record("arbiter", bundle, steps, train_s, convert_s)
+    assert steps is not None
+    for name, overrides in (("trl-defaults", {}), ("trl-best", TRL_BEST)):
+        if name in chosen:
+            print(f"== {name}: {steps} steps", flush=True)
+            bundle, train_s, convert_s = run_trl(train_groups, steps, overrides, args.out / name)
+            record(name, bundle, steps, train_s, convert_s)
     args.out.mkdir(parents=True, exist_ok=True)
     report = table(results)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2))

@@ -180,4 +180,5 @@ def test_every_ablation_is_a_valid_recipe_over_the_default():
     for path in ablations:
         changed = yaml.safe_load(path.read_text())
         assert changed and set(changed) <= set(TrainConfig.model_fields), path.name
+        assert any(default.get(k) != v for k, v in changed.items()), f"{path.name} changes nothing of the default"
         TrainConfig.model_validate({**default, **changed})
