@@ -88,23 +88,23 @@ def subset_of(subset: str | None, source: str) -> str:
 def check_subsets(table: SectionTable, groups: Iterable[PreferenceGroup]) -> None:
     """Refuse data that has none of the table's subsets, or (best-of-N) no K-wise group in them, before anything is
     scored."""
-    groups = list(groups)
+    groups, known = list(groups), table.subsets()
     present = {subset_of(g.subset, g.source) for g in groups}
-    if not present & table.subsets():
+    if not present & known:
         found = ", ".join(sorted(present)[:5]) or "none"
         raise ValueError(f"section table {table.name!r}: the data has none of its subsets (the data's: {found})")
     if table.metric == "best_of_n" and not any(
-        len(g.responses) > 2 and subset_of(g.subset, g.source) in table.subsets() for g in groups
+        len(g.responses) > 2 and subset_of(g.subset, g.source) in known for g in groups
     ):
         raise ValueError(f"section table {table.name!r} scores best-of-N: its subsets have no group of 3+ responses")
 
 
 def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> SectionReport:
-    hits_by_subset = _hits(pairs, table.metric)
+    hits_by_subset, known = _hits(pairs, table.metric), table.subsets()
     draws = {
         name: bootstrap_shares(h, RESAMPLES, [seed, zlib.crc32(name.encode())])
         for name, h in hits_by_subset.items()
-        if name in table.subsets()
+        if name in known
     }
     if not draws:
         raise ValueError(f"section table {table.name!r}: no scored pair or group falls in any of its subsets")
@@ -115,7 +115,7 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
         if not present:
             continue
         w = np.array([weights[s] for s in present]) / sum(weights[s] for s in present)
-        point = float(sum(wi * hits_by_subset[s].mean() for wi, s in zip(w, present, strict=True)))
+        point = float(w @ np.array([hits_by_subset[s].mean() for s in present]))
         resampled = w @ np.stack([draws[s] for s in present])
         section_draws.append(resampled)
         sections[section] = {
@@ -137,7 +137,7 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
         "score_high": float(np.percentile(overall, 97.5)),
         "sections": sections,
         "absent_sections": [s for s in table.sections if s not in sections],
-        "unmapped": sorted(set(hits_by_subset) - table.subsets()),
+        "unmapped": sorted(set(hits_by_subset) - known),
     }
 
 
