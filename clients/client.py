@@ -173,13 +173,15 @@ class AsyncRewardClient:
         unsafe: Sequence[bool | None] | None = None,
         labels: Sequence[JsonValue] | None = None,
         data_sources: Sequence[str | None] | None = None,
+        update_stats: bool = True,
     ) -> wire.RewardResponse:
         """Rewards from a reward spec (the server's default spec when None), with each component's values.
 
         One request, never chunked: batch transforms (whitening, group normalization) must see the whole batch.
         `groups` tags the responses to the same prompt (GRPO); `unsafe` flags prompts for the Llama 2 gate;
         `labels` are the references verifier components check against (a final answer, a list of them, HumanEval's
-        tests), and `data_sources` route items to the components meant for them."""
+        tests), and `data_sources` route items to the components meant for them. `update_stats=False` scores under
+        the spec's running statistics as they stand without moving them (evaluation beside a live run)."""
         count = len(responses)
         given = (("groups", groups), ("unsafe", unsafe), ("labels", labels), ("data_sources", data_sources))
         for name, values in given:
@@ -196,7 +198,7 @@ class AsyncRewardClient:
             )
             for i, (p, r) in enumerate(zip(per_item(prompts, count), responses, strict=True))
         ]
-        request = wire.RewardRequest(spec=spec, items=items)
+        request = wire.RewardRequest(spec=spec, items=items, update_stats=update_stats)
         return await self._with_retries(lambda: self._call(ops.REWARD, request, wire.RewardResponse))
 
     # -- plumbing ----------------------------------------------------------------------------------------------
@@ -369,10 +371,18 @@ class RewardClient:
         unsafe: Sequence[bool | None] | None = None,
         labels: Sequence[JsonValue] | None = None,
         data_sources: Sequence[str | None] | None = None,
+        update_stats: bool = True,
     ) -> wire.RewardResponse:
         return self._loop.run(
             self._client.reward(
-                prompts, responses, spec=spec, groups=groups, unsafe=unsafe, labels=labels, data_sources=data_sources
+                prompts,
+                responses,
+                spec=spec,
+                groups=groups,
+                unsafe=unsafe,
+                labels=labels,
+                data_sources=data_sources,
+                update_stats=update_stats,
             )
         )
 

@@ -308,6 +308,11 @@ class RewardItem(Wire):
 class RewardRequest(Wire):
     spec: Name | None = Field(None, description="reward spec name; the server's default when omitted")
     items: list[RewardItem] = Field(min_length=1)
+    update_stats: bool = Field(
+        True,
+        description="false: score under the running statistics as they stand, neither folding this batch into "
+        "them nor counting it in the spec's telemetry (evaluation, a look at the reward without moving it)",
+    )
 
 
 class Verification(Wire):

@@ -42,12 +42,21 @@ reward:
   - {component: rm, weight: 1.0}
 """
 
+RUNNING = """name: running
+version: "1"
+components:
+  - {name: rm, kind: model, transforms: [{kind: running_norm, momentum: 0.5}]}
+reward:
+  - {component: rm, weight: 1.0}
+"""
+
 
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("specs")
     (folder / "mix.yaml").write_text(MIX)
     (folder / "grouped.yaml").write_text(GROUPED)
+    (folder / "running.yaml").write_text(RUNNING)
     return folder
 
 
@@ -227,6 +236,39 @@ def test_eval_measures_a_served_model_and_specs_by_the_same_code_as_the_bundle(
         assert (tmp_path / name / "accuracy.png").is_file()
     assert main(["eval", spec_server.url, "--served-model", "nope", "--data", str(held_out)]) == 1
     assert main(["eval", str(bundle_dir), "--spec", "mix", "--data", str(held_out)]) == 2
+
+
+def test_update_stats_false_scores_without_moving_running_statistics_or_telemetry(spec_server, trained_run):
+    from arbiter.cli import main
+
+    items = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+
+    def reward(batch: list[dict], **flags: bool) -> list[float]:
+        answer = httpx.post(spec_server.url + "/v1/reward", json={"spec": "running", "items": batch, **flags})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["rewards"]
+
+    def count() -> int:
+        return httpx.get(spec_server.url + "/v1/reward-specs/running/stats").json()["count"]
+
+    reward(items)  # the first batch seeds the statistics
+    seen = count()
+    look = reward(items, update_stats=False)
+    with grpc.insecure_channel(spec_server.grpc_target) as channel:
+        request = pb.RewardRequest(
+            spec="running",
+            items=[
+                pb.RewardItem(prompt=pb.Prompt(text=p), response=r) for p, r in zip(PROMPTS, RESPONSES, strict=True)
+            ],
+            update_stats=False,
+        )
+        over_grpc = reward_pb2_grpc.RewardServiceStub(channel).Reward(request, timeout=60)
+    assert np.allclose(over_grpc.rewards, look, atol=1e-9)
+    held_out = trained_run / "eval.jsonl"
+    assert main(["eval", spec_server.url, "--spec", "running", "--data", str(held_out)]) == 0
+    assert reward(items, update_stats=False) == look and count() == seen  # evaluating moved nothing
+    reward(items[:1])  # a batch of another mean, folded in as every request is by default
+    assert reward(items, update_stats=False) != look and count() == seen + 1
 
 
 def test_spec_requests_carry_whole_runs_of_responses_to_one_prompt():

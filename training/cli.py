@@ -111,9 +111,10 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _evaluate(
     args: argparse.Namespace, groups: list[PreferenceGroup], table: SectionTable | None, scorer: Scorer
 ) -> int:
-    from arbiter.training.evaluate import format_table, metrics, score_pairs
-    from arbiter.training.section_scores import format_sections, section_scores
+    from arbiter.training.report import evaluate_into
 
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
     if args.solutions:
         from arbiter.training.best_of_solutions import best_of_solutions, format_best_of_solutions, load_questions
         from arbiter.training.evaluate import to_json
@@ -121,21 +122,11 @@ def _evaluate(
         solutions = best_of_solutions(load_questions(args.solutions), scorer)
         print(format_best_of_solutions(solutions))
         if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "best_of_solutions.json").write_text(to_json(solutions))
+    result = evaluate_into(args.out, scorer, groups, table)
+    print(json.dumps({k: result[k] for k in ("pairs", "accuracy", "mean_margin", "ece")}))
     if args.out:
-        from arbiter.training.report import evaluate_into
-
-        args.out.mkdir(parents=True, exist_ok=True)
-        evaluate_into(args.out, scorer, groups, table)
         print(f"wrote {args.out / 'eval.json'}")
-    else:
-        pairs = score_pairs(groups, scorer)
-        result = metrics(pairs)
-        print(format_table(result))
-        if table is not None:
-            print(format_sections(section_scores(pairs, table)))
-        print(json.dumps({k: result[k] for k in ("pairs", "accuracy", "mean_margin", "ece")}))
     return 0
 
 

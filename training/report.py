@@ -22,17 +22,20 @@ from arbiter.training.section_scores import SectionTable, format_sections, secti
 
 
 def evaluate_into(
-    folder: Path, scorer: Scorer, groups: Sequence[PreferenceGroup], sections: SectionTable | None = None
+    folder: Path | None, scorer: Scorer, groups: Sequence[PreferenceGroup], sections: SectionTable | None = None
 ) -> Metrics:
-    """Score groups, print the tables, and write eval.json, evaluation.json, the three evaluation plots and, with a
-    section table, sections.json into folder."""
+    """Score groups and print the tables; with a folder, write eval.json, evaluation.json, the three evaluation plots
+    and, with a section table, sections.json into it."""
     pairs = score_pairs(groups, scorer)
     result = metrics(pairs)
     print(format_table(result), flush=True)
-    write_json(result, folder / "eval.json")
-    if sections is not None:
-        report = section_scores(pairs, sections)
+    report = section_scores(pairs, sections) if sections is not None else None
+    if report is not None:
         print(format_sections(report), flush=True)
+    if folder is None:
+        return result
+    write_json(result, folder / "eval.json")
+    if report is not None:
         write_json(report, folder / "sections.json")
     (folder / "evaluation.json").write_text(evaluation_section(pairs, "the held-out groups").model_dump_json(indent=2))
     plots.reliability_diagram(result["reliability"], result["ece"], folder / "reliability.png")

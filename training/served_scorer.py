@@ -43,6 +43,7 @@ class SpecScorer:
                 [responses[i] for i in index],
                 spec=self.spec,
                 groups=[_group(prompts[i]) for i in index],
+                update_stats=False,  # measuring the reward must not move a live run's running statistics
             )
             rewards += answer.rewards
         return np.asarray(rewards, dtype=np.float64)

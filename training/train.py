@@ -207,6 +207,7 @@ def _eval_loss(
     model: RewardModel, items: list[EncodedGroup], config: TrainConfig, device: torch.device
 ) -> tuple[float, float]:
     model.eval()
+    items = sorted(items, key=lambda i: i.tokens)  # batches of like lengths: little padding to compute
     losses, accs, weights = [], [], []
     for start in range(0, len(items), config.batch_size):
         chunk = items[start : start + config.batch_size]

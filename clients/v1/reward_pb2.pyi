@@ -360,12 +360,14 @@ class RewardItem(_message.Message):
     def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., response: _Optional[str] = ..., group: _Optional[str] = ..., unsafe: _Optional[bool] = ..., label: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., data_source: _Optional[str] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
-    __slots__ = ("spec", "items")
+    __slots__ = ("spec", "items", "update_stats")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_STATS_FIELD_NUMBER: _ClassVar[int]
     spec: str
     items: _containers.RepeatedCompositeFieldContainer[RewardItem]
-    def __init__(self, spec: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RewardItem, _Mapping]]] = ...) -> None: ...
+    update_stats: bool
+    def __init__(self, spec: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RewardItem, _Mapping]]] = ..., update_stats: _Optional[bool] = ...) -> None: ...
 
 class Values(_message.Message):
     __slots__ = ("values",)

@@ -210,9 +210,10 @@ class RewardPipelines:
             )
             for i in request.items
         ]
-        result, checked = await self._evaluate(spec, items)
-        lengths = np.array([len(i.response.split()) for i in items], dtype=np.float64)
-        self.telemetry[spec.name].observe(result.rewards, lengths, result.components)
+        result, checked = await self._evaluate(spec, items, update=request.update_stats)
+        if request.update_stats:
+            lengths = np.array([len(i.response.split()) for i in items], dtype=np.float64)
+            self.telemetry[spec.name].observe(result.rewards, lengths, result.components)
         return RewardResponse(
             spec=spec.name,
             spec_version=spec.version,
