@@ -89,7 +89,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     if not data.train:
         raise ValueError("no usable training rows: see the bad-row table above")
     train_items = encode_groups(data.train[ctx.rank :: ctx.world], builder)
-    eval_items = encode_groups(data.eval, builder) if ctx.is_main else []
+    # Length-sorted once, so that every eval pass runs batches of like lengths with little padding to compute.
+    eval_items = sorted(encode_groups(data.eval, builder), key=lambda i: i.tokens) if ctx.is_main else []
     if ctx.is_main:
         truncation = {"train": truncation_report(train_items), "eval": truncation_report(eval_items)}
         print(format_truncation(truncation["train"], spec.max_length), flush=True)
@@ -207,7 +208,6 @@ def _eval_loss(
     model: RewardModel, items: list[EncodedGroup], config: TrainConfig, device: torch.device
 ) -> tuple[float, float]:
     model.eval()
-    items = sorted(items, key=lambda i: i.tokens)  # batches of like lengths: little padding to compute
     losses, accs, weights = [], [], []
     for start in range(0, len(items), config.batch_size):
         chunk = items[start : start + config.batch_size]
