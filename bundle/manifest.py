@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Major.minor. A reader accepts any minor of its own major; a new major means an incompatible layout.
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -54,6 +54,17 @@ class Int8Report(Section):
     min_agreement: float | None = Field(None, description="before 1.2, the gate: pairwise_agreement at least this")
     pairs: int
     reason: str | None = None
+
+
+class Graph(Section):
+    """1.3: how model.onnx was written. Fused graphs use ONNX Runtime's own operators (the com.microsoft domain:
+    Attention, SkipLayerNormalization, BiasGelu, ...), which other ONNX runtimes do not have."""
+
+    exporter: Literal["torch.export"] = "torch.export"
+    fusions: dict[str, int] = Field(
+        default_factory=dict, description="onnxscript's ONNX Runtime fusions applied, by name; empty when unfused"
+    )
+    reason: str | None = Field(None, description="why the graph is unfused, when it is")
 
 
 class Normalization(Section):
@@ -136,6 +147,7 @@ class Manifest(Section):
     score_semantics: Literal["raw_logit"] = "raw_logit"
     files: dict[str, FileEntry] = Field(default_factory=dict, description="checksums of every other file")
     parity: Parity | None = None
+    graph: Graph | None = None
     int8: Int8Report | None = None
     normalization: Normalization | None = None
     eval_accuracy: float | None = None

@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from arbiter.bundle import FORMAT_VERSION
 from tests.reward_checkpoints import ARCHITECTURES, TOLERANCE, original, run_import, scored, text_for
 
 NAMES = [a.model_type for a in ARCHITECTURES] + ["minilm", "smollm2", "trl", "lora", "openrlhf"]
@@ -96,7 +97,8 @@ def test_pad_equal_to_eos_is_read_as_transformers_reads_it_under_either_padding(
 
 def test_the_bundles_record_where_they_came_from(cases) -> None:
     trl = json.loads((cases["trl"].bundle / "manifest.json").read_text())
-    assert trl["format_version"] == "1.2" and trl["runtime"] == "onnx"
+    assert trl["format_version"] == FORMAT_VERSION and trl["runtime"] == "onnx"
+    assert trl["graph"]["fusions"]["attention"] > 0  # a BERT-style classifier fuses as native exports do
     assert trl["eval_accuracy"] is not None and trl["normalization"]["count"] > 0 and trl["int8"] is not None
     lora = json.loads((cases["lora"].bundle / "manifest.json").read_text())
     assert lora["source"]["adapter"] and lora["model"]["pooling"] == "last_non_pad"

@@ -86,6 +86,31 @@ def test_bundle_parity_and_scores_match_the_run(bundle_dir, trained_run):
     assert abs(alone[0] - scores[1]) < 1e-5  # a score does not depend on its batch
 
 
+def test_graph_is_fused_for_onnx_runtime_unless_asked_not_to(bundle_dir, trained_run, tmp_path):
+    import onnx
+
+    layers = 6  # all-MiniLM-L6-v2
+    fused = load_bundle(bundle_dir)
+    assert fused.manifest.graph is not None and fused.manifest.graph.reason is None
+    assert fused.manifest.graph.fusions["attention"] == layers
+    operators = [(n.domain, n.op_type) for n in onnx.load(str(bundle_dir / "model.onnx")).graph.node]
+    assert operators.count(("com.microsoft", "Attention")) == layers
+    assert ("com.microsoft", "SkipLayerNormalization") in operators
+
+    out = tmp_path / "portable"
+    command = [sys.executable, "-m", "arbiter.cli", "export", str(trained_run / "checkpoint"), "--out", str(out)]
+    subprocess.run([*command, "--no-fuse", "--no-int8"], check=True, capture_output=True)
+    portable = load_bundle(out)
+    assert portable.manifest.graph is not None and portable.manifest.graph.fusions == {}
+    assert portable.manifest.graph.reason == "exported with fusion off"
+    assert {n.domain for n in onnx.load(str(out / "model.onnx")).graph.node} == {""}  # standard operators only
+    groups, _ = load_source(SourceSpec(path=str(trained_run / "eval.jsonl")))
+    prompts = [g.prompt for g in groups[:48] for _ in g.responses]
+    responses = [r for g in groups[:48] for r in g.responses]
+    both = [OnnxRewardModel.from_bundle(b)(prompts, responses) for b in (fused, portable)]
+    assert np.abs(both[0] - both[1]).max() < 1e-5  # fusion changes the speed, not the scores
+
+
 def test_int8_file_is_kept_only_when_it_passes_the_fidelity_gate(bundle_dir):
     int8 = load_bundle(bundle_dir).manifest.int8
     assert int8 is not None and int8.spearman is not None and 0 <= int8.pairwise_agreement <= 1

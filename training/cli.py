@@ -175,6 +175,7 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-int8", action="store_true", help="skip the int8 file")
     _int8_gate_arguments(p)
+    _fusion_argument(p)
     p.set_defaults(run=_run_export)
 
 
@@ -190,6 +191,14 @@ def _int8_gate_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.995,
         help="keep int8 only if its scores' Spearman correlation with fp32's is at least this (default: 0.995)",
+    )
+
+
+def _fusion_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="write standard ONNX operators only (for runtimes other than ONNX Runtime); slower to serve",
     )
 
 
@@ -210,6 +219,7 @@ def _run_export(args: argparse.Namespace) -> int:
         eval_data=args.eval_data,
         int8=not args.no_int8,
         int8_gate=_int8_gate(args),
+        fuse=not args.no_fuse,
     )
     print(f"bundle written: {bundle.path}")
     return 0
@@ -248,6 +258,7 @@ def _import_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--engine-model", help="runtime remote: the name the engine serves the model under")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 file (written only with --eval-data)")
     _int8_gate_arguments(p)
+    _fusion_argument(p)
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest |difference| allowed (default: 1e-4)")
     p.set_defaults(run=_run_import)
 
@@ -286,6 +297,7 @@ def _run_import(args: argparse.Namespace) -> int:
         int8=not args.no_int8,
         int8_gate=_int8_gate(args),
         tolerance=args.tolerance,
+        fuse=not args.no_fuse,
     )
     print(f"bundle written: {bundle.path}")
     return 0

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 import arbiter
 from arbiter.bundle.checksums import file_entry
 from arbiter.bundle.load import Bundle, load_bundle
-from arbiter.bundle.manifest import MANIFEST_FILE, Int8Report, Manifest, ModelSpec, Normalization, Parity
+from arbiter.bundle.manifest import MANIFEST_FILE, Graph, Int8Report, Manifest, ModelSpec, Normalization, Parity
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import InputBuilder
 from arbiter.data.load import load_source
@@ -71,6 +71,7 @@ def export_bundle(
     int8_gate: FidelityGate = DEFAULT_GATE,
     parity_items: int = 64,
     tolerance: float = 1e-4,
+    fuse: bool = True,
 ) -> Bundle:
     checkpoint = Path(checkpoint)
     model, tokenizer = load_checkpoint(checkpoint)
@@ -93,6 +94,7 @@ def export_bundle(
             int8_gate,
             parity_items,
             tolerance,
+            fuse,
         ),
     )
 
@@ -147,11 +149,12 @@ def _write_bundle(
     int8_gate: FidelityGate,
     parity_items: int,
     tolerance: float,
+    fuse: bool,
 ) -> None:
     spec = model.spec
     tokenizer.save_pretrained(staging)
     builder.tokenizer.save(str(staging / "tokenizer.json"))  # the exact tokenizer the server will run
-    export_onnx(model, staging / "model.onnx", ["score"])
+    graph = export_onnx(model, staging / "model.onnx", ["score"], fuse)
     fp32 = OnnxRewardModel(staging / "model.onnx", spec, builder)
 
     sequences = [e.ids for g in groups for e in builder.encode_many([g.prompt] * len(g.responses), g.responses)]
@@ -180,6 +183,7 @@ def _write_bundle(
         model_version,
         model=spec,
         parity=parity,
+        graph=graph,
         int8=int8_report,
         normalization=normalization,
         eval_accuracy=float(result["accuracy"]),
@@ -196,13 +200,15 @@ def eval_groups(path: Path) -> list[PreferenceGroup]:
     return groups
 
 
-def export_onnx(model: nn.Module, path: Path, outputs: list[str]) -> None:
-    """The fp32 graph of `model` (input_ids, attention_mask) -> `outputs`, batch and sequence dynamic."""
+def export_onnx(model: nn.Module, path: Path, outputs: list[str], fuse: bool = True) -> Graph:
+    """The fp32 graph of `model` (input_ids, attention_mask) -> `outputs`, batch and sequence dynamic; fused for
+    ONNX Runtime unless `fuse` is false."""
     model.eval()
     example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     # ONNX protobufs stop at 2 GB: larger models keep their weights in a side file (listed in the manifest).
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    external = weight_bytes > 1_800_000_000
     with torch.no_grad():
         torch.onnx.export(
             model,
@@ -213,8 +219,31 @@ def export_onnx(model: nn.Module, path: Path, outputs: list[str]) -> None:
             opset_version=OPSET,
             dynamo=True,
             dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
-            external_data=weight_bytes > 1_800_000_000,
+            external_data=external,
         )
+    if not fuse:
+        return Graph(reason="exported with fusion off")
+    if external:
+        return Graph(reason="weights in an external-data file: left as exported")
+    return fuse_for_onnxruntime(path)
+
+
+def fuse_for_onnxruntime(path: Path) -> Graph:
+    """Rewrites `path` with onnxscript's ONNX Runtime fusions: one Attention operator per layer, SkipLayerNormalization,
+    BiasGelu. ONNX Runtime's session optimizer finds the last two itself but no attention in graphs from
+    torch.export, and attention is where the time goes at long lengths. Export checks parity on the fused file."""
+    from onnxscript import ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    try:
+        fused, counts = optimize_for_ort(ir.load(path))
+    except Exception as exc:  # a pattern rewriter failing on a backbone it does not know leaves the graph valid
+        print(f"ONNX Runtime fusions failed ({type(exc).__name__}: {exc}); the graph is left unfused", flush=True)
+        return Graph(reason=f"fusion failed: {type(exc).__name__}")
+    ir.save(fused, path)
+    applied = {name: count for name, count in counts.items() if count}
+    print(f"fused for ONNX Runtime: {applied or 'nothing matched'}", flush=True)
+    return Graph(fusions=applied, reason=None if applied else "no fusion pattern matched")
 
 
 def _parity(

@@ -63,6 +63,7 @@ def import_model(
     int8_gate: FidelityGate = DEFAULT_GATE,
     parity_items: int = 64,
     tolerance: float = 1e-4,
+    fuse: bool = True,
 ) -> Bundle:
     imported = load_imported(checkpoint, objective)
     spec = model_spec(imported.described, max_length, chat_template)
@@ -88,6 +89,7 @@ def import_model(
             int8_gate,
             parity_items,
             tolerance,
+            fuse,
         )
 
     return staged(Path(out), write)
@@ -174,6 +176,7 @@ def _write(
     int8_gate: FidelityGate,
     parity_items: int,
     tolerance: float,
+    fuse: bool,
 ) -> None:
     tokenizer: PreTrainedTokenizerBase = imported.described.tokenizer
     tokenizer.save_pretrained(staging)
@@ -181,8 +184,9 @@ def _write(
     labels = imported.described.labels
     objectives = Objectives(names=labels, score=labels[imported.model.score_index]) if len(labels) > 1 else None
     onnx: OnnxRewardModel | None = None
+    graph = None
     if runtime == "onnx":
-        export_onnx(imported.model, staging / "model.onnx", ["score", "scores"])
+        graph = export_onnx(imported.model, staging / "model.onnx", ["score", "scores"], fuse)
         onnx = OnnxRewardModel(staging / "model.onnx", spec, builder, objectives=len(labels) if objectives else 0)
     parity = _parity(imported, spec, onnx, sequences[:parity_items], tolerance)
     print(f"parity with the original model: max |diff| {parity.max_abs_diff:.2e} over {parity.items} texts")
@@ -216,6 +220,7 @@ def _write(
         model_version,
         model=spec,
         parity=parity,
+        graph=graph,
         int8=int8_report,
         normalization=normalization,
         eval_accuracy=float(result["accuracy"]) if result else None,
