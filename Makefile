@@ -39,6 +39,7 @@ run: bundle
 
 bench: bundle
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/serve_throughput.py
 	$(BIN)/python bench/serve_throughput.py --bundle $(DEFAULT_BUNDLE) --checkpoint runs/default/checkpoint
 
 # The gRPC code in clients/v1 is generated from reward.proto and checked in; a test fails when it is stale.

@@ -1,7 +1,7 @@
 """Serving throughput: Arbiter over HTTP against a plain transformers loop, on the same model and texts.
 
 One run, the same bundle (and its training checkpoint for the torch baseline), the same 1,024 real texts
-from ../shared/data/preferences:
+from ../shared/data/preferences, untruncated up to the bundle's max length:
   (a) plain loop   - transformers + torch in process, batch 32, padding to the longest in the batch
   (c) arbiter      - `arbiter serve` over HTTP on 127.0.0.1, at 1 client and at 16 concurrent clients
                      sending batches of 8 (fp32, and int8 when the bundle has it)
@@ -9,7 +9,17 @@ It prints sequences/s, p50/p99 request latency, the server's peak memory and sta
 to the baseline, and the share of the machine's fp32 roofline (GEMM peak measured here, FLOPs per text from
 the model's shape and each text's token count).
 
+    python bench/serve_throughput.py                      # at RL's lengths: the benchmark's max-length-512 bundle
     python bench/serve_throughput.py --bundle bundles/default --checkpoint runs/default/checkpoint
+
+Without --bundle it serves a MiniLM bundle at max length 512, built the first time (a short `arbiter train`: the
+weights do not matter for speed) under bench/results/len512/.
+
+Against another bundle of the same model in the same run (--baseline-bundle): the same flow as below, with this
+checkout's code on both servers; for example the graph as exported against the one fused for ONNX Runtime:
+
+    arbiter export bench/results/len512/run/checkpoint --out /tmp/unfused --no-fuse
+    python bench/serve_throughput.py --only-arbiter --baseline-bundle /tmp/unfused --rounds 3
 
 Against another version of Arbiter in the same run (--baseline-site): a folder with that version installed,
 
@@ -115,12 +125,14 @@ def plain_loop(
     spec = model.spec
     builder = model.input_builder(tokenizer)
     latencies = []
+    padded = real = 0
     start = time.perf_counter()
     for b in range(0, len(texts), batch):
         t0 = time.perf_counter()
         chunk = texts[b : b + batch]
         ids = [builder.encode(p, r).ids for p, r in chunk]
         input_ids, mask = pad_batch(ids, spec.pad_token_id, spec.padding_side)
+        padded, real = padded + mask.size, real + int(mask.sum())
         model(torch.from_numpy(input_ids), torch.from_numpy(mask))
         latencies.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - start
@@ -129,7 +141,45 @@ def plain_loop(
         "p50_ms": 1e3 * statistics.median(latencies),
         "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
         "batch": batch,
+        "padded_overhead": padded / real - 1,
     }
+
+
+def in_process(bundle: Path, texts: Texts, precision: str, rounds: int = 3) -> dict[str, float]:
+    """The ceiling a server can approach: the server's own runner and batcher in this process, every text in one
+    call (sorted by length, cut under the server's default token budget); no HTTP, JSON or tokenizing is timed.
+    The median of `rounds`, and the padded-token overhead of its batches."""
+    from arbiter.bundle import load_bundle
+    from arbiter.bundle.onnx_model import OnnxRewardModel
+    from arbiter.service.runtime.batcher import Batcher, BatchStats
+    from arbiter.service.settings import ServerSettings
+
+    model = OnnxRewardModel.from_bundle(load_bundle(bundle), precision)
+    sequences = [e.ids for e in model.builder.encode_many([p for p, _ in texts], [r for _, r in texts])]
+    batches: list[BatchStats] = []
+
+    class Observer:
+        def observe_batch(self, stats: BatchStats) -> None:
+            batches.append(stats)
+
+        def observe_dropped(self, sequences: int) -> None:
+            pass
+
+    defaults = ServerSettings.model_fields
+    tokens, size = defaults["max_batch_tokens"].default, defaults["max_batch_size"].default
+    batcher = Batcher(model.run, tokens, size, 0.0, len(sequences), Observer(), "in-process")
+    try:
+        asyncio.run(batcher.score(sequences[:WARMUP_TEXTS]))
+        seconds = []
+        for _ in range(rounds):
+            batches.clear()
+            started = time.perf_counter()
+            asyncio.run(batcher.score(sequences))
+            seconds.append(time.perf_counter() - started)
+    finally:
+        batcher.close()
+    padded, real = sum(b.padded_tokens for b in batches), sum(b.real_tokens for b in batches)
+    return {"seq_per_s": len(texts) / statistics.median(seconds), "padded_overhead": padded / real - 1}
 
 
 def arbiter_body(items: Texts) -> tuple[str, dict[str, object]]:
@@ -246,15 +296,15 @@ def serve_arbiter(
     precision: str,
     logs: Path,
     rounds: int = 1,
-    baseline_site: Path | None = None,
+    baseline: tuple[Path | None, Path] | None = None,
     imported: Path | None = None,
 ) -> dict[str, dict[str, object]]:
-    """{"after": ..., "before": ... (with a baseline), "imported": ... (with an imported bundle, this checkout's
-    code)}: all servers up at once, the timed rounds alternating between them at each client count; each one's
-    "N_clients" is its median over the rounds."""
+    """{"after": ..., "before": ... (with a baseline: (site, bundle), another version of the code or another
+    bundle), "imported": ... (with an imported bundle, this checkout's code)}: all servers up at once, the timed
+    rounds alternating between them at each client count; each one's "N_clients" is its median over the rounds."""
     versions: dict[str, tuple[Path | None, Path]] = {"after": (None, bundle)}
-    if baseline_site is not None:
-        versions = {"before": (baseline_site, bundle), **versions}
+    if baseline is not None:
+        versions = {"before": baseline, **versions}
     if imported is not None:
         versions["imported"] = (None, imported)
     results: dict[str, dict[str, object]] = {}
@@ -267,7 +317,11 @@ def serve_arbiter(
             flags = ("--bundles", str(served), "--precision", precision)
             servers[name] = stack.enter_context(arbiter_server(logs, flags, site, f"{precision}-{name}"))
             per_round[name] = {}
-            results[name] = {"code": code, "ready_s": servers[name]["ready_s"], "rounds": per_round[name]}
+            results[name] = {
+                "code": f"{code}, bundle {served}",
+                "ready_s": servers[name]["ready_s"],
+                "rounds": per_round[name],
+            }
         for clients in CLIENTS:
             for server in servers.values():
                 asyncio.run(drive(server["url"], texts[:WARMUP_TEXTS], clients))
@@ -340,20 +394,47 @@ def trl_imported_bundle(native: Path, out: Path) -> Path:
     from arbiter.training.importing.importer import import_model
     from tests.reward_checkpoints import from_backbone, trl_run
 
-    bundle = out / "bundle"
+    max_length = load_bundle(native).manifest.model.max_length
+    bundle = out / f"bundle-len{max_length}"
     if (bundle / "manifest.json").is_file():
         return bundle
     rows = [json.loads(line) for line in (PREFERENCES / "hh_rlhf_harmless.jsonl").read_text().splitlines()[:32]]
     conversations = [(r["prompt"], text) for r in rows for text in (r["chosen"], r["rejected"])]
     model = trl_run(from_backbone("minilm", out / "backbone"), out / "trl", conversations, lora=False)
-    max_length = load_bundle(native).manifest.model.max_length
     return import_model(str(model), bundle, name="trl-imported", max_length=max_length, int8=False).path
+
+
+LONG_RUN = ROOT / "bench" / "results" / "len512"
+
+
+def recorded_checkpoint(bundle: Path) -> Path:
+    """The training checkpoint that `arbiter export` recorded in the bundle's manifest."""
+    from arbiter.bundle import load_bundle
+
+    checkpoint = load_bundle(bundle).manifest.training.get("checkpoint")
+    if not isinstance(checkpoint, str):
+        raise SystemExit(f"{bundle}: the manifest names no training checkpoint; give --checkpoint or --only-arbiter")
+    return Path(checkpoint)
+
+
+def long_bundle(folder: Path = LONG_RUN, max_length: int = 512) -> tuple[Path, Path]:
+    """(bundle, checkpoint) of MiniLM at `max_length`, trained for a few steps on the shared HH file if missing."""
+    bundle, run = folder / "bundle", folder / "run"
+    if not (bundle / "manifest.json").is_file():
+        command = [sys.executable, "-m", "arbiter.cli", "train", "--data", str(PREFERENCES / "hh_rlhf_harmless.jsonl"),
+                   "--max-length", str(max_length), "--freeze-layers", "4", "--max-steps", "30", "--lr", "1e-4",
+                   "--name", f"minilm-len{max_length}", "--out", str(run), "--export", str(bundle)]  # fmt: skip
+        print(f"building the benchmark's max-length-{max_length} bundle: {' '.join(command[2:])}", flush=True)
+        subprocess.run(command, check=True)
+    return bundle, run / "checkpoint"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "default")
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "runs" / "default" / "checkpoint")
+    parser.add_argument(
+        "--bundle", type=Path, default=None, help="default: the benchmark's max-length-512 bundle (built if missing)"
+    )
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the --bundle's training checkpoint")
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--skip-serve-rm", action="store_true", help="leave OpenRLHF's serve_rm out")
     parser.add_argument("--skip-plain-loop", action="store_true", help="leave the plain transformers loop out")
@@ -369,6 +450,14 @@ def main() -> None:
         metavar="DIR",
         help="a folder with another version of arbiter installed (pip install --no-deps --target DIR WHEEL): "
         "served too, from the same bundle with the same flags, in rounds alternating with this checkout's",
+    )
+    parser.add_argument(
+        "--baseline-bundle",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="another bundle of the same model (say, exported with --no-fuse): served by this checkout's code beside "
+        "--bundle, in alternating rounds",
     )
     parser.add_argument(
         "--rounds",
@@ -390,7 +479,14 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_throughput.json")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.baseline_site else 1)
+    if args.baseline_site and args.baseline_bundle:
+        parser.error("--baseline-site and --baseline-bundle: one baseline at a time")
+    rounds = args.rounds or (3 if args.baseline_site or args.baseline_bundle else 1)
+    if args.bundle is None:
+        args.bundle, built_checkpoint = long_bundle()
+        args.checkpoint = args.checkpoint or built_checkpoint
+    if args.checkpoint is None and not args.only_arbiter:
+        args.checkpoint = recorded_checkpoint(args.bundle)
     if args.baseline_site is not None:
         args.baseline_site = args.baseline_site.resolve()
         if not (args.baseline_site / "arbiter" / "__init__.py").is_file():
@@ -432,10 +528,17 @@ def main() -> None:
     if not (args.only_arbiter or args.skip_serve_rm):
         results["openrlhf_serve_rm"] = serve_openrlhf(args.checkpoint, texts, bundle.manifest.model.max_length, logs)
     precisions = args.precision or ["fp32", *(["int8"] if bundle.has("model.int8.onnx") else [])]
+    for precision in dict.fromkeys(precisions):
+        results[f"in_process_{precision}"] = in_process(args.bundle, texts, precision)
     imported = None if args.no_imported else trl_imported_bundle(args.bundle, args.out.parent / "trl-imported")
+    baseline = None
+    if args.baseline_site is not None:
+        baseline = (args.baseline_site, args.bundle)
+    elif args.baseline_bundle is not None:
+        baseline = (None, args.baseline_bundle.resolve())
     for precision in dict.fromkeys(precisions):
         served = serve_arbiter(
-            args.bundle, texts, precision, logs, rounds, args.baseline_site, imported if precision == "fp32" else None
+            args.bundle, texts, precision, logs, rounds, baseline, imported if precision == "fp32" else None
         )
         results[f"arbiter_{precision}"] = served["after"]
         if "before" in served:
@@ -527,7 +630,27 @@ def report(results: dict[str, object]) -> None:
                     f"{run['ready_s']:.1f}",
                 )
             )
+    for precision in ("fp32", "int8"):
+        ceiling = results.get(f"in_process_{precision}")
+        if not ceiling:
+            continue
+        rows.append(
+            (f"in process, {precision} (the ceiling)", "-", f"{ceiling['seq_per_s']:.1f}", "", "",
+             f"{ceiling['seq_per_s'] / loop['seq_per_s']:.2f}" if loop else "n/a",
+             f"{ceiling['seq_per_s'] / rm['16_clients']['seq_per_s']:.2f}" if rm else "n/a",
+             roofline(ceiling["seq_per_s"]), "", "")
+        )  # fmt: skip
     print(text_table(rows))
+    overheads = [f"plain loop {loop['padded_overhead']:.0%}"] if loop else []
+    if "in_process_fp32" in results:
+        overheads.append(f"arbiter's batches {results['in_process_fp32']['padded_overhead']:.0%}")
+    if overheads:
+        print("padded tokens beyond the real ones: " + ", ".join(overheads))
+    for precision in ("fp32", "int8"):
+        served, ceiling = results.get(f"arbiter_{precision}"), results.get(f"in_process_{precision}")
+        if served and ceiling:
+            share = served["16_clients"]["seq_per_s"] / ceiling["seq_per_s"]
+            print(f"arbiter {precision} at 16 clients reaches {share:.0%} of its in-process ceiling")
     if "arbiter_fp32_imported" in results:
         native, imported = results["arbiter_fp32"], results["arbiter_fp32_imported"]
         ratios = []
