@@ -19,6 +19,8 @@ class OnnxRewardModel:
     """One ONNX Runtime session over a reward model; scores are raw logits. A model with several objectives also
     gives `scores`, one column per objective (`run_rows`)."""
 
+    device = "cpu"  # the CPU execution provider, the only one the session is given
+
     def __init__(
         self,
         model_file: Path,
@@ -27,10 +29,15 @@ class OnnxRewardModel:
         threads: int = 0,
         batch_size: int = 32,
         objectives: int = 0,
+        spinning: bool = True,
     ) -> None:
+        """`spinning`: whether idle threads busy-wait for the next batch (ONNX Runtime's default). Faster for one
+        model alone; with several models on the same cores the spinning threads of one slow the others."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
@@ -47,7 +54,9 @@ class OnnxRewardModel:
         self.spec, self.builder, self.batch_size, self.objectives = spec, builder, batch_size, objectives
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, precision: str = "fp32", threads: int = 0) -> OnnxRewardModel:
+    def from_bundle(
+        cls, bundle: Bundle, precision: str = "fp32", threads: int = 0, spinning: bool = True
+    ) -> OnnxRewardModel:
         file = PRECISION_FILES.get(precision)
         if file is None:
             raise BundleError(f"unknown precision {precision!r}; use one of {', '.join(PRECISION_FILES)}")
@@ -55,7 +64,8 @@ class OnnxRewardModel:
             raise BundleError(f"{bundle.path}: has no {file} (precision {precision})")
         objectives = bundle.manifest.objectives
         count = len(objectives.names) if objectives else 0
-        return cls(bundle.file(file), bundle.manifest.model, bundle.input_builder(), threads, objectives=count)
+        builder = bundle.input_builder()
+        return cls(bundle.file(file), bundle.manifest.model, builder, threads, objectives=count, spinning=spinning)
 
     def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)

@@ -161,6 +161,7 @@ class ModelInfo(Wire):
     engine: str | None = Field(None, description="a remote model: the engine's URL")
     engine_up: bool | None = Field(None, description="a remote model: whether the engine's health check passes")
     evaluation: ModelEvaluation | None = Field(None, description="held-out evaluation at export, when there was one")
+    device: str = Field("", description="where the model runs: cpu, cuda:0, ...; empty for a remote model")
 
 
 class ModelList(Wire):

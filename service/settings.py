@@ -35,6 +35,9 @@ class ServerSettings(JudgeSettings, BaseSettings):
     backend: Literal["onnx", "torch"] = Field("onnx", description="onnx (ONNX Runtime, no torch) or torch")
     precision: Literal["fp32", "int8"] = Field("fp32", description="which ONNX file of each bundle to run")
     threads: int = Field(0, ge=0, description="inference threads per model (0: all cores)")
+    device: str = Field(
+        "auto", description="the torch backend's device: auto (CUDA when torch sees one, else cpu), cpu, cuda, cuda:1"
+    )
     max_batch_tokens: int = Field(
         1024, gt=0, description="padded tokens per inference batch (small is fastest on CPUs; raise it on GPUs)"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 
 import httpx
 import numpy as np
@@ -214,7 +215,15 @@ def test_torch_backend_serves_a_checkpoint_with_the_same_scores(trained_run, ref
         assert body["model"] == "rm-torch" and body["model_version"].startswith("checkpoint-")
         assert np.allclose(body["scores"], reference(PROMPTS, ["No.", "Kind words.", "4"]), atol=1e-4)
         info = httpx.get(torch_server.url + "/v1/models/rm-torch").json()
-        assert info["precision"] == "fp32-torch" and info["normalization"] is None
+        assert info["precision"] == "fp32-torch" and info["normalization"] is None and info["device"] == "cpu"
+    # The CPU build of torch sees no GPU: asking for one keeps the model from loading, and the server says why.
+    with running_server(tmp_path, *flags, "--device", "cuda", wait_ready=False) as no_gpu:
+        for _ in range(100):
+            ready = httpx.get(no_gpu.url + "/readyz")
+            if "failed" in ready.text:
+                break
+            time.sleep(0.1)
+        assert ready.status_code == 503 and "torch sees no CUDA device" in no_gpu.logs()
 
 
 def test_several_models_chosen_by_name_with_one_default(bundle_dir, tmp_path):

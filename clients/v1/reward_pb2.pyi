@@ -188,7 +188,7 @@ class ModelEvaluation(_message.Message):
     def __init__(self, data: _Optional[str] = ..., overall: _Optional[_Union[AccuracyReport, _Mapping]] = ..., by_source: _Optional[_Mapping[str, AccuracyReport]] = ..., ece: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default", "objectives", "score_objective", "source_format", "engine", "engine_up", "evaluation")
+    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default", "objectives", "score_objective", "source_format", "engine", "engine_up", "evaluation", "device")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +204,7 @@ class ModelInfo(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_UP_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     base_model: str
@@ -219,7 +220,8 @@ class ModelInfo(_message.Message):
     engine: str
     engine_up: bool
     evaluation: ModelEvaluation
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ..., objectives: _Optional[_Iterable[str]] = ..., score_objective: _Optional[str] = ..., source_format: _Optional[str] = ..., engine: _Optional[str] = ..., engine_up: _Optional[bool] = ..., evaluation: _Optional[_Union[ModelEvaluation, _Mapping]] = ...) -> None: ...
+    device: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ..., objectives: _Optional[_Iterable[str]] = ..., score_objective: _Optional[str] = ..., source_format: _Optional[str] = ..., engine: _Optional[str] = ..., engine_up: _Optional[bool] = ..., evaluation: _Optional[_Union[ModelEvaluation, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -3,7 +3,9 @@
 Requests put their token sequences in one bounded queue per model. A worker thread takes what is waiting
 (after at most `max_wait` for more to arrive), sorts it by length, cuts it into batches under a padded-token
 budget, runs them, and routes each score back to its request. A full queue refuses new work at once (429)
-rather than letting latency grow without bound; work whose caller has gone away is dropped unrun.
+rather than letting latency grow without bound; work whose caller has gone away is dropped unrun. Models that
+share the cores share a lock (`cores`): one batch runs at a time, with every thread, instead of two batches
+thrashing each other's caches and thread pools.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,8 +72,10 @@ class Batcher:
         observer: BatchObserver | None = None,
         name: str = "model",
         columns: int = 1,
+        cores: AbstractContextManager[object] | None = None,
     ) -> None:
         self._run, self._observer, self.columns = run, observer, columns
+        self._cores = cores or nullcontext()
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait_s, self.max_queue = max_wait_s, max_queue
         self._queue: deque[tuple[_Job, int]] = deque()
@@ -163,7 +168,8 @@ class Batcher:
         sequences = [job.sequences[i] for job, i in batch]
         started = time.perf_counter()
         try:
-            scores = self._run(sequences)
+            with self._cores:
+                scores = self._run(sequences)
             if scores.shape[:1] != (len(batch),) or scores.shape[1:] != job_row(self.columns):
                 raise RuntimeError(f"the model gave {scores.shape} outputs for {len(batch)} sequences")
         except Exception as exc:  # a model failure fails the requests in this batch, not the worker

@@ -53,6 +53,8 @@ class EngineError(Exception):
 
 
 class RemoteRunner:
+    device = ""  # nothing runs here: the engine scores
+
     def __init__(self, bundle: Bundle, policy: RemotePolicy, name: str | None = None) -> None:
         engine = bundle.manifest.engine
         if engine is None:

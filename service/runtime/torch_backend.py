@@ -21,17 +21,30 @@ from arbiter.training.importing.checkpoints import load_imported
 from arbiter.training.torch_scorer import TorchScorer
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def torch_device(name: str) -> torch.device:
+    """The `device` setting: auto is CUDA when torch sees a GPU, else the CPU; a device that is not there is the
+    model's load error (the server stays up, not ready), not a crash on the first request."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise BundleError(f"device {name!r}: {exc}") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BundleError(f"device {name!r}: torch sees no CUDA device here (torch {torch.__version__})")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise BundleError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
-def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
+def open_checkpoint(path: Path, device: str = "auto") -> tuple[Manifest, TorchScorer]:
     if not (path / SPEC_FILE).is_file():
         raise BundleError(
             f"{path}: the torch backend serves training checkpoints (a folder with {SPEC_FILE}, "
             "such as runs/NAME/checkpoint); ONNX bundles are served by the default onnx backend"
         )
-    scorer = TorchScorer.from_checkpoint(path, _device())
+    scorer = TorchScorer.from_checkpoint(path, torch_device(device))
     manifest = Manifest(
         name=path.parent.name,
         model_version=f"checkpoint-{int(path.stat().st_mtime)}",
@@ -45,14 +58,14 @@ def open_checkpoint(path: Path) -> tuple[Manifest, TorchScorer]:
 class ImportedTorchRunner:
     """An imported model that has no graph, run by torch on the bundle's inputs (its tokenizer and rendering)."""
 
-    def __init__(self, bundle: Bundle, threads: int) -> None:
+    def __init__(self, bundle: Bundle, threads: int, device: str) -> None:
         source = bundle.manifest.source
         if source is None:
             raise BundleError(f"{bundle.path}: runtime torch, but the manifest names no source checkpoint")
         if threads:
             torch.set_num_threads(threads)
         objective = bundle.manifest.objectives.score if bundle.manifest.objectives else None
-        self.spec, self.builder, self.device = bundle.manifest.model, bundle.input_builder(), _device()
+        self.spec, self.builder, self.device = bundle.manifest.model, bundle.input_builder(), torch_device(device)
         self.model = load_imported(source.adapter or source.checkpoint, objective).model.to(self.device)
 
     @torch.no_grad()
@@ -66,5 +79,5 @@ class ImportedTorchRunner:
         return rows
 
 
-def open_imported(bundle: Bundle, threads: int = 0) -> ImportedTorchRunner:
-    return ImportedTorchRunner(bundle, threads)
+def open_imported(bundle: Bundle, threads: int = 0, device: str = "auto") -> ImportedTorchRunner:
+    return ImportedTorchRunner(bundle, threads, device)
