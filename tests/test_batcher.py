@@ -365,33 +365,36 @@ def test_close_while_a_batch_runs_still_runs_what_is_queued_behind_it() -> None:
     assert model.ran == [tuple(s) for s in behind]
 
 
+class Logged(Model):
+    """A model that writes when each of its batches starts and ends into a log it shares with other models."""
+
+    def __init__(self, name: str, events: list[str]) -> None:
+        super().__init__()
+        self.name, self.events, self.entered = name, events, threading.Event()
+
+    def __call__(self, batch: list[Sequence[int]]) -> np.ndarray:
+        self.events.append(f"{self.name} starts")
+        self.entered.set()
+        scores = super().__call__(batch)
+        self.events.append(f"{self.name} ends")
+        return scores
+
+
 def test_models_that_share_the_cores_run_one_batch_at_a_time() -> None:
     """Two batchers (two models) with one `cores` lock: the second model's batch waits for the first's to end."""
-    events: list[str] = []
-
-    class Logged(Model):
-        def __init__(self, name: str) -> None:
-            super().__init__()
-            self.name, self.entered = name, threading.Event()
-
-        def __call__(self, batch: list[Sequence[int]]) -> np.ndarray:
-            events.append(f"{self.name} starts")
-            self.entered.set()
-            scores = super().__call__(batch)
-            events.append(f"{self.name} ends")
-            return scores
 
     def run(cores: threading.Lock | None) -> list[str]:
-        events.clear()
-        first, second = Logged("first"), Logged("second")
+        events: list[str] = []
+        first, second = Logged("first", events), Logged("second", events)
 
         async def scenario() -> None:
             with batcher(first, cores=cores) as a, batcher(second, cores=cores) as b:
-                held = await hold(a, first.gate())
+                gate = first.gate()
+                held = await hold(a, gate)
                 waiting = asyncio.ensure_future(b.score(request(1, [2])))
                 # Long enough for the second worker to reach the model if nothing stops it; with the lock it cannot.
                 await asyncio.to_thread(second.entered.wait, 1.0)
-                first.gates[-1].release.set()
+                gate.release.set()
                 await settle(held, waiting)
 
         asyncio.run(scenario())

@@ -162,21 +162,21 @@ class Batcher:
         return batches
 
     def _execute(self, batch: list[tuple[_Job, int]]) -> None:
-        batch = self._live(batch)
-        if not batch:
-            return
-        sequences = [job.sequences[i] for job, i in batch]
-        started = time.perf_counter()
-        try:
-            with self._cores:
+        with self._cores:  # waiting for another model's turn is neither this batch's time nor a reason to run it
+            batch = self._live(batch)
+            if not batch:
+                return
+            sequences = [job.sequences[i] for job, i in batch]
+            started = time.perf_counter()
+            try:
                 scores = self._run(sequences)
-            if scores.shape[:1] != (len(batch),) or scores.shape[1:] != job_row(self.columns):
-                raise RuntimeError(f"the model gave {scores.shape} outputs for {len(batch)} sequences")
-        except Exception as exc:  # a model failure fails the requests in this batch, not the worker
-            for job in {job for job, _ in batch}:
-                job.loop.call_soon_threadsafe(_fail, job.future, exc)
-            return
-        seconds = time.perf_counter() - started
+                if scores.shape[:1] != (len(batch),) or scores.shape[1:] != job_row(self.columns):
+                    raise RuntimeError(f"the model gave {scores.shape} outputs for {len(batch)} sequences")
+            except Exception as exc:  # a model failure fails the requests in this batch, not the worker
+                for job in {job for job, _ in batch}:
+                    job.loop.call_soon_threadsafe(_fail, job.future, exc)
+                return
+            seconds = time.perf_counter() - started
         for (job, i), score in zip(batch, scores, strict=True):
             job.scores[i] = score
             job.remaining -= 1

@@ -175,7 +175,8 @@ class ModelRegistry:
         self.load_seconds: dict[str, float] = {}
         self.default_name: str | None = None
         self.loaded = False
-        # Every model that runs here runs on the same cores (or GPU): their batches take turns, each with all of it.
+        # The models that run here share the cores (the CPU's threads, or the GPU that torch drives): their batches
+        # take turns, each with all of them. (Models on two different GPUs would not need to; one lock is simpler.)
         self.cores = threading.Lock()
 
     @property

@@ -25,17 +25,21 @@ def torch_device(name: str) -> torch.device:
     """The `device` setting: auto is CUDA when torch sees a GPU, else the CPU; a device that is not there is the
     model's load error (the server stays up, not ready), not a crash on the first request."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise BundleError(f"device {name!r}: {exc}") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BundleError(f"device {name!r}: torch sees no CUDA device here (torch {torch.__version__})")
-        if (device.index or 0) >= torch.cuda.device_count():
-            raise BundleError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise BundleError(f"device {name!r}: the torch backend runs on cpu or cuda (cuda:N)")
+    if not torch.cuda.is_available():
+        raise BundleError(f"device {name!r}: torch sees no CUDA device here (torch {torch.__version__})")
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index >= torch.cuda.device_count():
+        raise BundleError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)  # with its index, so that /v1/models says which GPU
 
 
 def open_checkpoint(path: Path, device: str = "auto") -> tuple[Manifest, TorchScorer]:

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -116,7 +116,8 @@ def _has_tokenizer(folder: str) -> bool:
 
 def _transformers(described: Described, index: int) -> ImportedCheckpoint:
     path, adapter = described.path, described.adapter
-    extra = {"num_labels": len(described.labels)} if adapter else {}
+    # Typed Any: from_pretrained's keyword arguments are a union that an int does not satisfy in every stub version.
+    extra: dict[str, Any] = {"num_labels": len(described.labels)} if adapter else {}
     model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, **extra)
     if adapter:
         from peft import PeftModel
