@@ -30,6 +30,7 @@ class OnnxRewardModel:
         batch_size: int = 32,
         objectives: int = 0,
         spinning: bool = True,
+        precision: str = "fp32",
     ) -> None:
         """`spinning`: whether idle threads busy-wait for the next batch (ONNX Runtime's default). Faster for one
         model alone; with several models on the same cores the spinning threads of one slow the others."""
@@ -52,6 +53,7 @@ class OnnxRewardModel:
                 f"a reward model takes input_ids and attention_mask and gives {' and '.join(sorted(wanted))}"
             )
         self.spec, self.builder, self.batch_size, self.objectives = spec, builder, batch_size, objectives
+        self.precision = precision  # which of PRECISION_FILES `model_file` is
 
     @classmethod
     def from_bundle(
@@ -65,7 +67,15 @@ class OnnxRewardModel:
         objectives = bundle.manifest.objectives
         count = len(objectives.names) if objectives else 0
         builder = bundle.input_builder()
-        return cls(bundle.file(file), bundle.manifest.model, builder, threads, objectives=count, spinning=spinning)
+        return cls(
+            bundle.file(file),
+            bundle.manifest.model,
+            builder,
+            threads,
+            objectives=count,
+            spinning=spinning,
+            precision=precision,
+        )
 
     def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)

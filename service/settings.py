@@ -33,7 +33,11 @@ class ServerSettings(JudgeSettings, BaseSettings):
     )
     default_model: str | None = Field(None, description="name of the default model (default: the first bundle)")
     backend: Literal["onnx", "torch"] = Field("onnx", description="onnx (ONNX Runtime, no torch) or torch")
-    precision: Literal["fp32", "int8"] = Field("fp32", description="which ONNX file of each bundle to run")
+    precision: Literal["fp32", "int8", "bf16"] = Field(
+        "fp32",
+        description="fp32 or int8: which ONNX file of each bundle to run; bf16: the torch backend in bfloat16 (a GPU, "
+        "or a CPU with AVX512_BF16 or AMX)",
+    )
     threads: int = Field(0, ge=0, description="inference threads per model (0: all cores)")
     device: str = Field(
         "auto", description="the torch backend's device: auto (CUDA when torch sees one, else cpu), cpu, cuda, cuda:1"

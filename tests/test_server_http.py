@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from arbiter.bundle import load_bundle
-from tests.server import running_server
+from tests.server import RunningServer, running_server
 
 PROMPTS = ["How do I pick a lock?", [{"role": "user", "content": "Say something kind."}], "2+2?"]
 
@@ -181,15 +181,22 @@ def test_queue_full_is_429_with_retry_after(bundle_dir, tmp_path):
         assert after.status_code == 200  # the server keeps serving
 
 
+def settled_readiness(server: RunningServer) -> httpx.Response:
+    """/readyz once loading has failed (a component named 'failed'), or its last answer after 10 s."""
+    for _ in range(100):
+        ready = httpx.get(server.url + "/readyz")
+        if "failed" in ready.text:
+            break
+        time.sleep(0.1)
+    return ready
+
+
 def test_bad_bundle_keeps_the_server_alive_but_not_ready(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{}")
     with running_server(tmp_path, "--bundles", str(broken), wait_ready=False) as bad:
-        for _ in range(50):
-            ready = httpx.get(bad.url + "/readyz")
-            if "failed" in ready.text:
-                break
+        ready = settled_readiness(bad)
         assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
         r = httpx.post(bad.url + "/v1/score", json={"items": [{"prompt": "a", "response": "b"}]})
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
@@ -223,12 +230,27 @@ def test_torch_backend_serves_a_checkpoint_with_the_same_scores(trained_run, ref
         return  # the CPU build of torch (make setup's) never gets here
     # Asking for a GPU that is not there keeps the model from loading, and the server says why.
     with running_server(tmp_path, *flags, "--device", "cuda", wait_ready=False) as no_gpu:
-        for _ in range(100):
-            ready = httpx.get(no_gpu.url + "/readyz")
-            if "failed" in ready.text:
-                break
-            time.sleep(0.1)
-        assert ready.status_code == 503 and "torch sees no CUDA device" in no_gpu.logs()
+        assert settled_readiness(no_gpu).status_code == 503 and "torch sees no CUDA device" in no_gpu.logs()
+
+
+def test_bf16_runs_on_the_torch_backend_and_an_onnx_bundle_says_where_it_runs(
+    trained_run, bundle_dir, reference, tmp_path
+):
+    responses = ["No.", "Kind words.", "4", "I will not help with that.", "Sure, here is how.", "Paris is in France."]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(responses))]
+    flags = ("--backend", "torch", "--precision", "bf16", "--bundles", f"rm-bf16={trained_run / 'checkpoint'}")
+    with running_server(tmp_path, *flags) as bf16:
+        items = [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
+        scores = np.array(post(bf16, "/v1/score", {"items": items}).json()["scores"])
+        assert httpx.get(bf16.url + "/v1/models/rm-bf16").json()["precision"] == "bf16-torch"
+    fp32 = np.array(reference(prompts, responses))
+    # bf16 keeps 8 bits of mantissa: close to fp32, and further from it than fp32 torch is from ONNX Runtime (1e-6),
+    # so the cast did happen
+    assert 1e-4 < np.abs(scores - fp32).max() < 0.05 * max(1.0, float(np.abs(fp32).max()))
+    # ONNX Runtime has no bf16 kernels: the bundle does not load, and the server says where bf16 runs
+    with running_server(tmp_path, "--precision", "bf16", "--bundles", str(bundle_dir), wait_ready=False) as onnx:
+        ready = settled_readiness(onnx)
+        assert ready.status_code == 503 and "precision bf16 runs on the torch backend" in onnx.logs()
 
 
 def test_several_models_chosen_by_name_with_one_default(bundle_dir, tmp_path):

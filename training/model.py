@@ -79,10 +79,13 @@ class RewardModel(nn.Module):
         if self._mask_positions:
             extra["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        # pooled and scored at the head's precision: a bf16 backbone under an fp32 head (the torch backend's bf16)
+        # sums its tokens in fp32, and its score is not rounded to bf16's 8 bits
+        hidden = hidden.to(self.head.weight.dtype)
         if self.spec.pooling == "mean":
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+            return self.head(pooled).squeeze(-1)
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         real = attention_mask.bool()
         if self.spec.pooling == "first_token":
@@ -91,7 +94,7 @@ class RewardModel(nn.Module):
         else:
             index = torch.where(real, positions, -1).amax(-1)
         pooled = hidden.gather(1, index.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
-        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+        return self.head(pooled).squeeze(-1)
 
 
 def default_pooling(path: str, architecture: str) -> Literal["first_token", "last_token", "mean"]:

@@ -12,15 +12,24 @@ from arbiter.bundle.render import InputBuilder, Prompt, pad_batch, score_by_leng
 from arbiter.training.checkpoint import load_checkpoint
 from arbiter.training.model import RewardModel
 
+TORCH_PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+
 
 class TorchScorer:
     def __init__(self, model: RewardModel, builder: InputBuilder, device: torch.device, batch_size: int = 32) -> None:
         self.model, self.builder, self.device, self.batch_size = model, builder, device, batch_size
 
+    @property
+    def precision(self) -> str:
+        """As /v1/models shows it: fp32-torch, or bf16-torch for a model cast to bfloat16."""
+        return f"{TORCH_PRECISIONS[next(self.model.backbone.parameters()).dtype]}-torch"
+
     @classmethod
-    def from_checkpoint(cls, folder: Path, device: torch.device) -> TorchScorer:
+    def from_checkpoint(cls, folder: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> TorchScorer:
+        """`dtype` bfloat16 casts the backbone; the head stays fp32 (see RewardModel.forward)."""
         model, tokenizer = load_checkpoint(folder)
-        return cls(model.to(device).eval(), model.input_builder(tokenizer), device)
+        model.to(device, dtype).head.float()
+        return cls(model.eval(), model.input_builder(tokenizer), device)
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:

@@ -35,6 +35,11 @@ class Runner(Protocol):
         """Where it runs, as /v1/models shows it: cpu, cuda:0 (a torch.device or a string)."""
         ...
 
+    @property
+    def precision(self) -> str:
+        """What runs, as /v1/models shows it: fp32 or int8 (ONNX Runtime), fp32-torch or bf16-torch, remote."""
+        ...
+
     def run(self, sequences: list[Sequence[int]]) -> np.ndarray: ...
 
     def run_rows(self, sequences: list[Sequence[int]]) -> np.ndarray:
@@ -50,7 +55,7 @@ class ModelPolicy:
     bundles: list[str]
     default_model: str | None
     backend: Literal["onnx", "torch"]
-    precision: Literal["fp32", "int8"]
+    precision: Literal["fp32", "int8", "bf16"]
     threads: int
     device: str
     max_batch_tokens: int
@@ -63,14 +68,21 @@ def open_model(path: Path, policy: ModelPolicy, remote: RemotePolicy, name: str 
     if policy.backend == "torch":
         from arbiter.service.runtime.torch_backend import open_checkpoint
 
-        return open_checkpoint(path, policy.device)
+        return open_checkpoint(path, policy.device, policy.precision)
     bundle = load_bundle(path)
     if bundle.manifest.runtime == "torch":  # a bundle without a graph names the checkpoint torch scores
         from arbiter.service.runtime.torch_backend import open_imported
 
-        return bundle.manifest, open_imported(bundle, policy.threads, policy.device)
+        # int8 picks the ONNX files of the other bundles; a model without a graph has none, and runs in fp32
+        precision = "fp32" if policy.precision == "int8" else policy.precision
+        return bundle.manifest, open_imported(bundle, policy.threads, policy.device, precision)
     if bundle.manifest.runtime == "remote":
         return bundle.manifest, open_remote(bundle, remote, name)
+    if policy.precision == "bf16":
+        raise BundleError(
+            f"{path}: precision bf16 runs on the torch backend (--backend torch with the training checkpoint); "
+            "ONNX Runtime's CPU kernels have no bf16 matrix products"
+        )
     # Measured with bench/reward_pipeline.py at max length 512 on 2 cores: spinning off, an ensemble of two models
     # ran 8.5 seq/s against 7.5, and one model alone 16.0 against 17.5; so it is off only when models share the cores.
     spinning = len(policy.bundles) <= 1
@@ -88,8 +100,7 @@ class ServedModel:
         cores: threading.Lock | None = None,
     ) -> None:
         self.name, self.manifest, self.runner = name, manifest, runner
-        onnx = policy.backend == "onnx" and manifest.runtime == "onnx"
-        self.precision = policy.precision if onnx else "remote" if manifest.runtime == "remote" else "fp32-torch"
+        self.precision = runner.precision
         self.objectives = manifest.objectives.names if manifest.objectives else None
         try:  # the first run allocates; a model that cannot run is a bad bundle, found here rather than per request
             if not isinstance(

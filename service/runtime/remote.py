@@ -54,6 +54,7 @@ class EngineError(Exception):
 
 class RemoteRunner:
     device = ""  # nothing runs here: the engine scores
+    precision = "remote"
 
     def __init__(self, bundle: Bundle, policy: RemotePolicy, name: str | None = None) -> None:
         engine = bundle.manifest.engine
