@@ -103,6 +103,7 @@ def batcher(model: Model, observer: Observer | None = None, **limits: Any) -> It
         "max_batch_size": SIZE,
         "max_wait_s": 0.01,
         "max_queue": 10_000,
+        "window_tokens": 10**9,  # all that is queued is one window, unless a test says otherwise
     }
     b = Batcher(model, observer=observer, name="test", **(settings | limits))
     try:
@@ -179,6 +180,31 @@ def test_batches_keep_to_the_padded_token_budget_and_are_full() -> None:
         (len(batch), max(map(len, batch)) * len(batch), sum(map(len, batch))) for batch in model.batches
     ]
     assert observer.dropped == []
+
+
+def test_a_deep_queue_is_taken_oldest_first_a_window_at_a_time() -> None:
+    # Queued oldest first: long sequences, then short ones. Sorting the whole queue would run every short one first;
+    # a window of 36 real tokens takes the two old requests (36 tokens) before any of the new ones.
+    old = [request(0, [9, 9]), request(1, [9, 9])]
+    new = [request(2, [2] * 8), request(3, [1] * 8)]
+    model = Model()
+
+    async def scenario() -> list[np.ndarray]:
+        with batcher(model, max_batch_tokens=WIDTH * SIZE, window_tokens=36) as b:
+            gate = model.gate()
+            held = await hold(b, gate)
+            tasks = await queued(b, *old, *new)
+            gate.release.set()
+            return (await settle(held, *tasks))[1:]
+
+    for sequences, scores in zip([*old, *new], asyncio.run(scenario()), strict=True):
+        assert scores.tolist() == expected(sequences)
+    requests_of = [{s[0] // 1000 for s in batch} for batch in model.batches]
+    first_new = next(n for n, names in enumerate(requests_of) if names & {2, 3})
+    assert all(names <= {0, 1} for names in requests_of[:first_new]) and first_new > 0
+    assert all(names <= {2, 3} for names in requests_of[first_new:])  # the old ones all ran first
+    # within the second window (24 tokens) the shorter run first, as in any window
+    assert [len(s) for batch in model.batches[first_new:] for s in batch] == [1] * 8 + [2] * 8
 
 
 def test_no_batch_holds_more_than_max_batch_size() -> None:

@@ -1,11 +1,11 @@
 """Dynamic batching across requests, in the manner of text-embeddings-inference's router.
 
-Requests put their token sequences in one bounded queue per model. A worker thread takes what is waiting
-(after at most `max_wait` for more to arrive), sorts it by length, cuts it into batches under a padded-token
-budget, runs them, and routes each score back to its request. A full queue refuses new work at once (429)
-rather than letting latency grow without bound; work whose caller has gone away is dropped unrun. Models that
-share the cores share a lock (`cores`): one batch runs at a time, with every thread, instead of two batches
-thrashing each other's caches and thread pools.
+Requests put their token sequences in one bounded queue per model. A worker thread takes the oldest of what is
+waiting (after at most `max_wait` for more to arrive; a few batches' worth), sorts it by length, cuts it into
+batches under a padded-token budget, runs them, and routes each score back to its request. A full queue refuses
+new work at once (429) rather than letting latency grow without bound; work whose caller has gone away is dropped
+unrun. Models that share the cores share a lock (`cores`): one batch runs at a time, with every thread, instead
+of two batches thrashing each other's caches and thread pools.
 """
 
 from __future__ import annotations
@@ -61,6 +61,14 @@ class _Job:
         return self.future.done()  # cancelled by its caller (disconnect, deadline) or failed already
 
 
+# What the worker takes from the queue at a time: the oldest sequences, up to this many batches' worth of real
+# tokens, sorted and cut into batches. Taking the whole queue pads less, but a sequence that arrives while a long
+# window runs waits for all of it and then, if long, for every shorter one of the next: at 16 clients sending 8
+# texts of up to 512 tokens (bench/serve_throughput.py, 2 cores) p99 was 1.98x p50 with the whole queue and 1.46x
+# with 4 batches' worth, for 5.5% fewer sequences/s (padding 16% instead of 2%).
+WINDOW_BATCHES = 4
+
+
 class Batcher:
     def __init__(
         self,
@@ -73,8 +81,11 @@ class Batcher:
         name: str = "model",
         columns: int = 1,
         cores: AbstractContextManager[object] | None = None,
+        window_tokens: int | None = None,
     ) -> None:
+        """`window_tokens`: real tokens taken from the queue at a time (default WINDOW_BATCHES batches' worth)."""
         self._run, self._observer, self.columns = run, observer, columns
+        self.window_tokens = window_tokens or max_batch_tokens * WINDOW_BATCHES
         self._cores = cores or nullcontext()
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait_s, self.max_queue = max_wait_s, max_queue
@@ -124,7 +135,7 @@ class Batcher:
             self._busy_seconds = time.perf_counter() - started
 
     def _take(self) -> list[tuple[_Job, int]] | None:
-        """Everything waiting, once the queue is non-empty and max_wait has passed or a batch is full."""
+        """The oldest waiting (see _oldest), once the queue is non-empty and max_wait has passed or a batch is full."""
         with self._ready:
             while not self._queue and not self._closed:
                 self._ready.wait()
@@ -136,9 +147,23 @@ class Batcher:
                 if left <= 0:
                     break
                 self._ready.wait(left)
-            window = list(self._queue)
-            self._queue.clear()
+            window = self._oldest()
         return self._live(window)
+
+    def _oldest(self) -> list[tuple[_Job, int]]:
+        """The sequences that have waited longest, up to `window_tokens` real tokens (one at least, however long);
+        the caller holds the lock."""
+        budget = self.window_tokens
+        window: list[tuple[_Job, int]] = []
+        tokens = 0
+        while self._queue:
+            job, i = self._queue[0]
+            length = len(job.sequences[i])
+            if window and tokens + length > budget:
+                break
+            window.append(self._queue.popleft())
+            tokens += length
+        return window
 
     def _live(self, items: list[tuple[_Job, int]]) -> list[tuple[_Job, int]]:
         live = [(job, i) for job, i in items if not job.abandoned()]
