@@ -1,13 +1,18 @@
 """Serving throughput: Arbiter over HTTP against a plain transformers loop, on the same model and texts.
 
-One run, the same bundle (and its training checkpoint for the torch baseline), the same 1,024 real texts
+One run, the same bundle (and its training checkpoint for the torch rows), the same 1,024 real texts
 from ../shared/data/preferences, untruncated up to the bundle's max length:
-  (a) plain loop   - transformers + torch in process, batch 32, padding to the longest in the batch
-  (c) arbiter      - `arbiter serve` over HTTP on 127.0.0.1, at 1 client and at 16 concurrent clients
-                     sending batches of 8 (fp32, and int8 when the bundle has it)
-It prints sequences/s, p50/p99 request latency, the server's peak memory and start-to-ready time, the ratio
-to the baseline, and the share of the machine's fp32 roofline (GEMM peak measured here, FLOPs per text from
-the model's shape and each text's token count).
+  plain loop    - transformers + torch in process, batch 32, padding to the longest in the batch
+  serve_rm      - OpenRLHF's own server on the same weights, at 1 and 16 clients
+  arbiter       - `arbiter serve` over HTTP on 127.0.0.1, at 1 client and at 16 concurrent clients sending
+                  batches of 8: fp32; int8 when the bundle has it; bf16 (the torch backend on the checkpoint)
+                  when the CPU has bf16 units, with the export's fidelity gate applied to it
+  in process    - the server's own batcher over ONNX Runtime and over torch, no HTTP: the ceiling
+All servers are up at once and every system runs once per round (3 rounds by default), in the same order, so
+that the machine's drift moves them alike. It prints sequences/s, p50/p99 request latency, the server's peak
+memory and start-to-ready time, the ratios to the plain loop and to serve_rm (the median of each round's
+ratio), and the share of the machine's fp32 roofline (GEMM peak measured at the start of each round, FLOPs
+per text from the model's shape and each text's token count).
 
     python bench/serve_throughput.py                      # at RL's lengths: the benchmark's max-length-512 bundle
     python bench/serve_throughput.py --bundle bundles/default --checkpoint runs/default/checkpoint
@@ -30,7 +35,7 @@ Against another version of Arbiter in the same run (--baseline-site): a folder w
 starts a second `arbiter serve` from that copy (same bundle, same flags; PYTHONPATH=DIR under `python -P`, and
 the imported files are checked first), keeps both up, and scores the same requests on them in alternating
 rounds (before, after, before, after, ...) at 1 and at 16 clients. The table gives each version's median over
-the rounds (and the seq/s range) and the after/before ratios of those medians.
+the rounds (and the seq/s range) and the after/before ratios.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from arbiter.bundle.render import Prompt
+    from arbiter.service.runtime.models import Runner
     from arbiter.training.model import RewardModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,15 +101,40 @@ def real_texts(count: int) -> Texts:
     return texts
 
 
-def gemm_peak_gflops() -> float:
-    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    a @ a
-    best = 0.0
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ a
-        best = max(best, 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
-    return best
+def gemm_peak_gflops() -> dict[str, float]:
+    """The fp32 roofline: the fastest matrix product this machine's libraries reach, the best of 5 runs of numpy's
+    (its BLAS) at 2048^3 ("numpy") and of ONNX Runtime's MatMul (MLAS, the kernels the server runs) at MiniLM's
+    shapes for a 1,024-token batch and at 2048^3 ("onnxruntime"). On AVX-512 CPUs MLAS reaches nearly twice
+    OpenBLAS's rate; the roofline is the faster of the two."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def best(run: Callable[[], object], flop: float) -> float:
+        run()
+        fastest = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            run()
+            fastest = min(fastest, time.perf_counter() - start)
+        return flop / fastest / 1e9
+
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    numpy_rate = best(lambda: a @ a, 2 * 2048**3)
+    rates = []
+    for m, k, n in ((1024, 384, 1536), (1024, 1536, 384), (2048, 2048, 2048)):
+        weight = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "w")
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight],
+        )  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        x = rng.standard_normal((m, k), dtype=np.float32)
+        rates.append(best(lambda: session.run(None, {"x": x}), 2 * m * k * n))  # noqa: B023 (run at once)
+    return {"numpy": numpy_rate, "onnxruntime": max(rates)}
 
 
 def model_flops(model: RewardModel, lengths: list[int]) -> float:
@@ -145,41 +176,56 @@ def plain_loop(
     }
 
 
-def in_process(bundle: Path, texts: Texts, precision: str, rounds: int = 3) -> dict[str, float]:
-    """The ceiling a server can approach: the server's own runner and batcher in this process, every text in one
-    call (sorted by length, cut under the server's default token budget); no HTTP, JSON or tokenizing is timed.
-    The median of `rounds`, and the padded-token overhead of its batches."""
-    from arbiter.bundle import load_bundle
-    from arbiter.bundle.onnx_model import OnnxRewardModel
-    from arbiter.service.runtime.batcher import Batcher, BatchStats
-    from arbiter.service.settings import ServerSettings
+class InProcess:
+    """The ceiling a server can approach: a runner the server has (ONNX Runtime on the bundle, or torch on the
+    checkpoint, as `--backend torch` serves it) driven by the server's own batcher in this process, every text in
+    one call (sorted by length, cut under the server's default token budget); no HTTP, JSON or tokenizing is
+    timed. One `round()` per round of the run, with the padded-token overhead of its batches."""
 
-    model = OnnxRewardModel.from_bundle(load_bundle(bundle), precision)
-    sequences = [e.ids for e in model.builder.encode_many([p for p, _ in texts], [r for _, r in texts])]
-    batches: list[BatchStats] = []
+    def __init__(self, runner: Runner, texts: Texts) -> None:
+        from arbiter.service.runtime.batcher import Batcher, BatchStats
+        from arbiter.service.settings import ServerSettings
 
-    class Observer:
-        def observe_batch(self, stats: BatchStats) -> None:
-            batches.append(stats)
+        model = runner
+        self.sequences = [e.ids for e in model.builder.encode_many([p for p, _ in texts], [r for _, r in texts])]
+        self.batches: list[BatchStats] = []
+        batches = self.batches
 
-        def observe_dropped(self, sequences: int) -> None:
-            pass
+        class Observer:
+            def observe_batch(self, stats: BatchStats) -> None:
+                batches.append(stats)
 
-    defaults = ServerSettings.model_fields
-    tokens, size = defaults["max_batch_tokens"].default, defaults["max_batch_size"].default
-    batcher = Batcher(model.run, tokens, size, 0.0, len(sequences), Observer(), "in-process")
-    try:
-        asyncio.run(batcher.score(sequences[:WARMUP_TEXTS]))
-        seconds = []
-        for _ in range(rounds):
-            batches.clear()
-            started = time.perf_counter()
-            asyncio.run(batcher.score(sequences))
-            seconds.append(time.perf_counter() - started)
-    finally:
-        batcher.close()
-    padded, real = sum(b.padded_tokens for b in batches), sum(b.real_tokens for b in batches)
-    return {"seq_per_s": len(texts) / statistics.median(seconds), "padded_overhead": padded / real - 1}
+            def observe_dropped(self, sequences: int) -> None:
+                pass
+
+        defaults = ServerSettings.model_fields
+        tokens, size = defaults["max_batch_tokens"].default, defaults["max_batch_size"].default
+        self.batcher = Batcher(model.run, tokens, size, 0.0, len(self.sequences), Observer(), "in-process")
+        asyncio.run(self.batcher.score(self.sequences[:WARMUP_TEXTS]))
+
+    def round(self) -> dict[str, float]:
+        self.batches.clear()
+        started = time.perf_counter()
+        asyncio.run(self.batcher.score(self.sequences))
+        seconds = time.perf_counter() - started
+        padded, real = sum(b.padded_tokens for b in self.batches), sum(b.real_tokens for b in self.batches)
+        return {"seq_per_s": len(self.sequences) / seconds, "padded_overhead": padded / real - 1}
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    @classmethod
+    def onnx(cls, bundle: Path, texts: Texts, precision: str) -> InProcess:
+        from arbiter.bundle import load_bundle
+        from arbiter.bundle.onnx_model import OnnxRewardModel
+
+        return cls(OnnxRewardModel.from_bundle(load_bundle(bundle), precision), texts)
+
+    @classmethod
+    def torch(cls, checkpoint: Path, texts: Texts, precision: str) -> InProcess:
+        from arbiter.service.runtime.torch_backend import open_checkpoint
+
+        return cls(open_checkpoint(checkpoint, "cpu", precision)[1], texts)
 
 
 def arbiter_body(items: Texts) -> tuple[str, dict[str, object]]:
@@ -286,58 +332,6 @@ def arbiter_server(logs: Path, flags: tuple[str, ...], site: Path | None, tag: s
         yield {"url": url, "process": process, "ready_s": time.perf_counter() - started}
 
 
-def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in rounds) for k in ("seq_per_s", "p50_ms", "p99_ms")}
-
-
-def serve_arbiter(
-    bundle: Path,
-    texts: Texts,
-    precision: str,
-    logs: Path,
-    rounds: int = 1,
-    baseline: tuple[Path | None, Path] | None = None,
-    imported: Path | None = None,
-) -> dict[str, dict[str, object]]:
-    """{"after": ..., "before": ... (with a baseline: (site, bundle), another version of the code or another
-    bundle), "imported": ... (with an imported bundle, this checkout's code)}: all servers up at once, the timed
-    rounds alternating between them at each client count; each one's "N_clients" is its median over the rounds."""
-    versions: dict[str, tuple[Path | None, Path]] = {"after": (None, bundle)}
-    if baseline is not None:
-        versions = {"before": baseline, **versions}
-    if imported is not None:
-        versions["imported"] = (None, imported)
-    results: dict[str, dict[str, object]] = {}
-    with ExitStack() as stack:
-        servers: dict[str, Server] = {}
-        per_round: dict[str, dict[str, list[dict[str, float]]]] = {}  # each version's results["rounds"]
-        for name, (site, served) in versions.items():
-            code = arbiter_code(site)
-            print(f"arbiter {precision} {name}: code from {code}, bundle {served}", flush=True)
-            flags = ("--bundles", str(served), "--precision", precision)
-            servers[name] = stack.enter_context(arbiter_server(logs, flags, site, f"{precision}-{name}"))
-            per_round[name] = {}
-            results[name] = {
-                "code": f"{code}, bundle {served}",
-                "ready_s": servers[name]["ready_s"],
-                "rounds": per_round[name],
-            }
-        for clients in CLIENTS:
-            for server in servers.values():
-                asyncio.run(drive(server["url"], texts[:WARMUP_TEXTS], clients))
-            timed: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
-            for _ in range(rounds):
-                for name, server in servers.items():
-                    time.sleep(SETTLE_S)
-                    timed[name].append(asyncio.run(drive(server["url"], texts, clients)))
-            for name in servers:
-                per_round[name][f"{clients}_clients"] = timed[name]
-                results[name][f"{clients}_clients"] = medians(timed[name])
-        for name, server in servers.items():
-            results[name]["peak_rss_mb"] = peak_rss_mb(server["process"].pid)
-    return results
-
-
 def openrlhf_model_dir(checkpoint: Path, out: Path) -> Path:
     """The same weights in OpenRLHF's reward-model layout: the backbone under its prefix plus `score.weight`.
     OpenRLHF's head has no bias and pools the last real token, so its numbers differ from Arbiter's; the work
@@ -358,7 +352,13 @@ def openrlhf_model_dir(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-def serve_openrlhf(checkpoint: Path, texts: Texts, max_len: int, logs: Path) -> dict[str, object]:
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds."""
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+
+
+@contextmanager
+def openrlhf_server(checkpoint: Path, max_len: int, logs: Path) -> Iterator[Server]:
     model_dir = openrlhf_model_dir(checkpoint, logs / "openrlhf-model")
     port = free_port()
     command = [sys.executable, str(ROOT / "bench" / "peers" / "serve_rm_cpu.py"),
@@ -377,11 +377,7 @@ def serve_openrlhf(checkpoint: Path, texts: Texts, max_len: int, logs: Path) -> 
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        result: dict[str, object] = {"ready_s": time.perf_counter() - started}
-        for clients in (1, 16):
-            result[f"{clients}_clients"] = asyncio.run(drive(url, texts, clients, openrlhf_body))
-        result["peak_rss_mb"] = peak_rss_mb(process.pid)
-        return result
+        yield {"url": url, "process": process, "ready_s": time.perf_counter() - started}
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -429,6 +425,76 @@ def long_bundle(folder: Path = LONG_RUN, max_length: int = 512) -> tuple[Path, P
     return bundle, run / "checkpoint"
 
 
+def default_precisions(has_int8: bool, checkpoint: Path | None) -> list[str]:
+    """fp32; int8 when the bundle has the file (it passed the export's fidelity gate); bf16 when this CPU has bf16
+    units and the checkpoint is here."""
+    import torch
+
+    from arbiter.service.runtime.torch_backend import bf16_units
+
+    bf16 = checkpoint is not None and bf16_units(torch.device("cpu"))
+    return ["fp32", *(["int8"] if has_int8 else []), *(["bf16"] if bf16 else [])]
+
+
+def bf16_fidelity(checkpoint: Path) -> dict[str, object]:
+    """The export's fidelity gate (accuracy within 0.5 points of fp32, Spearman >= 0.995) applied to the torch
+    backend in bf16 against fp32, on the training run's held-out split (the one the export judges int8 on)."""
+    from arbiter.service.runtime.torch_backend import open_checkpoint
+    from arbiter.training.export import DEFAULT_GATE, eval_groups, fidelity
+
+    groups = eval_groups(checkpoint.parent / "eval.jsonl")
+    if not groups:
+        raise SystemExit(f"{checkpoint.parent / 'eval.jsonl'}: no held-out split to judge bf16 on")
+    prompts = [g.prompt for g in groups for _ in g.responses]
+    responses = [r for g in groups for r in g.responses]
+    fp32 = open_checkpoint(checkpoint, "cpu", "fp32")[1](prompts, responses)
+    bf16 = open_checkpoint(checkpoint, "cpu", "bf16")[1](prompts, responses)
+    return fidelity(groups, fp32, bf16, DEFAULT_GATE).model_dump()
+
+
+def run_rounds(
+    rounds: int,
+    texts: Texts,
+    servers: dict[str, tuple[Server, Body]],
+    ceilings: dict[str, InProcess],
+    loop: tuple[RewardModel, PreTrainedTokenizerBase] | None,
+) -> dict[str, dict[str, object]]:
+    """Every system once per round, in the same order each round, so that a machine that slows down or speeds up
+    while the run goes on moves all of them alike; each figure is given per round ("rounds") and as its median.
+    Each round starts with the GEMM peak, measured again, as the roofline of that round."""
+    for server, body in servers.values():
+        for clients in CLIENTS:
+            asyncio.run(drive(server["url"], texts[:WARMUP_TEXTS], clients, body))
+    if loop is not None:
+        plain_loop(*loop, texts[:WARMUP_TEXTS])
+    each: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in [*servers, *ceilings]}
+    peaks: list[dict[str, float]] = []
+    loops: list[dict[str, float]] = []
+    for r in range(rounds):
+        started = time.perf_counter()
+        if loop is not None:
+            peaks.append(gemm_peak_gflops())
+        if loop is not None:
+            loops.append(plain_loop(*loop, texts))
+        for clients in CLIENTS:
+            for name, (server, body) in servers.items():
+                time.sleep(SETTLE_S)
+                each[name].setdefault(f"{clients}_clients", []).append(
+                    asyncio.run(drive(server["url"], texts, clients, body))
+                )
+        for name, ceiling in ceilings.items():
+            time.sleep(SETTLE_S)
+            each[name].setdefault("run", []).append(ceiling.round())
+        print(f"round {r + 1}/{rounds}: {time.perf_counter() - started:.0f} s", flush=True)
+    measured: dict[str, dict[str, object]] = {
+        name: {"rounds": runs, **{key: medians(values) for key, values in runs.items()}} for name, runs in each.items()
+    }
+    if loop is not None:
+        measured["plain_loop"] = {"rounds": {"run": loops}, "run": medians(loops)}
+        measured["gemm_peak_gflops"] = {"rounds": peaks}
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -463,14 +529,15 @@ def main() -> None:
         "--rounds",
         type=int,
         default=None,
-        help="timed rounds per server and client count (default 1; 3 with a baseline)",
+        help="rounds: every system once per round, ratios within each round, medians of those (default 3)",
     )
     parser.add_argument(
         "--precision",
         action="append",
-        choices=["fp32", "int8"],
+        choices=["fp32", "int8", "bf16"],
         default=None,
-        help="Arbiter precisions to serve (repeatable; default fp32, and int8 when the bundle has it)",
+        help="Arbiter precisions to serve (repeatable; default fp32, int8 when the bundle has it, and bf16 (the torch "
+        "backend on the checkpoint) when the CPU has bf16 units)",
     )
     parser.add_argument(
         "--no-imported",
@@ -481,7 +548,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.baseline_site and args.baseline_bundle:
         parser.error("--baseline-site and --baseline-bundle: one baseline at a time")
-    rounds = args.rounds or (3 if args.baseline_site or args.baseline_bundle else 1)
+    rounds = args.rounds or 3
     if args.bundle is None:
         args.bundle, built_checkpoint = long_bundle()
         args.checkpoint = args.checkpoint or built_checkpoint
@@ -515,36 +582,63 @@ def main() -> None:
         "rounds": rounds,
     }
     print(workload_line(results), flush=True)
+    model = tokenizer = None
     if not args.only_arbiter:
         from arbiter.training.checkpoint import load_checkpoint
 
-        results["gemm_peak_gflops"] = gemm_peak_gflops()
         model, tokenizer = load_checkpoint(args.checkpoint)
         results["gflop_per_text"] = model_flops(model, lengths) / len(texts) / 1e9
-        if not args.skip_plain_loop:
-            results["plain_loop"] = plain_loop(model, tokenizer, texts)
     logs = args.out.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    if not (args.only_arbiter or args.skip_serve_rm):
-        results["openrlhf_serve_rm"] = serve_openrlhf(args.checkpoint, texts, bundle.manifest.model.max_length, logs)
-    precisions = args.precision or ["fp32", *(["int8"] if bundle.has("model.int8.onnx") else [])]
-    for precision in dict.fromkeys(precisions):
-        results[f"in_process_{precision}"] = in_process(args.bundle, texts, precision)
+    precisions = list(
+        dict.fromkeys(args.precision or default_precisions(bundle.has("model.int8.onnx"), args.checkpoint))
+    )
+    if "bf16" in precisions:
+        if args.checkpoint is None:
+            parser.error("bf16 runs on the torch backend, from the training checkpoint: give --checkpoint")
+        results["bf16_fidelity"] = bf16_fidelity(args.checkpoint)
     imported = None if args.no_imported else trl_imported_bundle(args.bundle, args.out.parent / "trl-imported")
     baseline = None
     if args.baseline_site is not None:
         baseline = (args.baseline_site, args.bundle)
     elif args.baseline_bundle is not None:
         baseline = (None, args.baseline_bundle.resolve())
-    for precision in dict.fromkeys(precisions):
-        served = serve_arbiter(
-            args.bundle, texts, precision, logs, rounds, baseline, imported if precision == "fp32" else None
-        )
-        results[f"arbiter_{precision}"] = served["after"]
-        if "before" in served:
-            results[f"arbiter_{precision}_before"] = served["before"]
-        if "imported" in served:
-            results["arbiter_fp32_imported"] = served["imported"]
+    with ExitStack() as stack:
+        servers: dict[str, tuple[Server, Body]] = {}
+        if not (args.only_arbiter or args.skip_serve_rm):
+            max_len = bundle.manifest.model.max_length
+            servers["openrlhf_serve_rm"] = (stack.enter_context(openrlhf_server(args.checkpoint, max_len, logs)),
+                                            openrlhf_body)  # fmt: skip
+        for precision in precisions:
+            # bf16 is the torch backend's, on the checkpoint the bundle was exported from
+            source = args.checkpoint if precision == "bf16" else args.bundle
+            versions: dict[str, tuple[Path | None, Path]] = {"": (None, source)}
+            if baseline is not None:
+                versions = {"_before": baseline, **versions}
+            if imported is not None and precision == "fp32":
+                versions["_imported"] = (None, imported)
+            for suffix, (site, served) in versions.items():
+                name = f"arbiter_{precision}{suffix}"
+                code = arbiter_code(site)
+                print(f"{name}: code from {code}, bundle {served}", flush=True)
+                flags = ("--bundles", str(served), "--precision", precision,
+                         *(("--backend", "torch", "--device", "cpu") if precision == "bf16" else ()))  # fmt: skip
+                servers[name] = (stack.enter_context(arbiter_server(logs, flags, site, name)), arbiter_body)
+                results[name] = {"code": f"{code}, bundle {served}"}
+        ceilings = {f"in_process_{p}": InProcess.onnx(args.bundle, texts, p) for p in precisions if p != "bf16"}
+        if args.checkpoint is not None and not args.only_arbiter:
+            ceilings["in_process_torch"] = InProcess.torch(args.checkpoint, texts, "fp32")
+        if "bf16" in precisions:
+            ceilings["in_process_bf16"] = InProcess.torch(args.checkpoint, texts, "bf16")
+        for ceiling in ceilings.values():
+            stack.callback(ceiling.close)
+        loop = model is not None and tokenizer is not None and not args.skip_plain_loop
+        measured = run_rounds(rounds, texts, servers, ceilings, (model, tokenizer) if loop else None)
+        for name, server in servers.items():
+            run = results.setdefault(name, {})
+            run.update(measured[name], ready_s=server[0]["ready_s"], peak_rss_mb=peak_rss_mb(server[0]["process"].pid))
+        for name in measured.keys() - servers.keys():
+            results[name] = measured[name]
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -562,101 +656,91 @@ def workload_line(results: dict[str, object]) -> str:
     )
 
 
+def per_round(results: dict[str, object], name: str, key: str) -> list[float]:
+    return [r["seq_per_s"] for r in results[name]["rounds"][key]]  # type: ignore[index]
+
+
+def ratio(over: list[float], under: list[float]) -> float:
+    """The median over the rounds of each round's ratio (the two measured in the same round)."""
+    return statistics.median(a / b for a, b in zip(over, under, strict=True))
+
+
 def report(results: dict[str, object]) -> None:
-    loop = results.get("plain_loop")
-    peak, per_text = results.get("gemm_peak_gflops"), results.get("gflop_per_text")
+    """One row per system and client count: medians over the rounds; the ratios are medians of each round's ratio,
+    and the roofline share is each round's seq/s against the GEMM peak measured at that round's start."""
+    per_text = results.get("gflop_per_text")
+    measured_peaks = results.get("gemm_peak_gflops", {}).get("rounds")  # type: ignore[attr-defined]
+    peaks = [max(p.values()) for p in measured_peaks] if measured_peaks else None
     print(workload_line(results))
-    if peak and per_text:
-        print(f"{per_text:.2f} GFLOP per text, fp32 GEMM peak {peak:.0f} GFLOP/s")
-
-    def roofline(seq_per_s: float) -> str:
-        return f"{seq_per_s * per_text / peak:.0%}" if peak and per_text else "n/a"
-
-    header = (
-        "system",
-        "clients",
-        "seq/s",
-        "p50 ms",
-        "p99 ms",
-        "x loop",
-        "x serve_rm",
-        "roofline",
-        "peak MB",
-        "ready s",
-    )
-    rows: list[tuple[str, ...]] = [header]
-    if loop:
-        rows.append(
-            (
-                "plain transformers loop, batch 32",
-                "-",
-                f"{loop['seq_per_s']:.1f}",
-                f"{loop['p50_ms']:.0f}",
-                f"{loop['p99_ms']:.0f}",
-                "1.00",
-                "",
-                roofline(loop["seq_per_s"]),
-                "",
-                "",
-            )
+    if measured_peaks and per_text:
+        each = ", ".join(f"{p['onnxruntime']:.0f} ({p['numpy']:.0f})" for p in measured_peaks)
+        print(
+            f"{per_text:.2f} GFLOP per text; fp32 GEMM peak per round, ONNX Runtime's MatMul (numpy's): {each} GFLOP/s"
         )
-    rm = results.get("openrlhf_serve_rm")
-    keys = (
-        "openrlhf_serve_rm",
-        "arbiter_fp32_before",
-        "arbiter_fp32",
-        "arbiter_fp32_imported",
-        "arbiter_int8_before",
-        "arbiter_int8",
-    )
-    for key in keys:
-        if key not in results:
+    loop = per_round(results, "plain_loop", "run") if "plain_loop" in results else None
+    rm = "openrlhf_serve_rm" in results
+
+    def versus(seq: list[float], base: list[float] | None) -> str:
+        return f"{ratio(seq, base):.2f}" if base else "n/a"
+
+    def roofline(seq: list[float]) -> str:
+        return f"{ratio([s * per_text for s in seq], peaks):.0%}" if peaks and per_text else "n/a"  # type: ignore[operator]
+
+    rows: list[tuple[str, ...]] = [
+        ("system", "clients", "seq/s", "min-max", "p50 ms", "p99 ms", "x loop", "x serve_rm", "roofline", "peak MB",
+         "ready s"),
+    ]  # fmt: skip
+    for name in LABELS:
+        if name not in results:
             continue
-        run = results[key]
-        for clients in CLIENTS:
-            r = run[f"{clients}_clients"]
-            vs_rm = f"{r['seq_per_s'] / rm[f'{clients}_clients']['seq_per_s']:.2f}" if rm else "n/a"
+        run = results[name]
+        for key in run["rounds"]:  # type: ignore[index]
+            seq, r = per_round(results, name, key), run[key]  # type: ignore[index]
+            clients = key.split("_")[0] if key != "run" else "-"
+            # serve_rm at the same client count; the rows without clients against serve_rm at 16
+            rm_key = key if key != "run" else f"{CLIENTS[-1]}_clients"
             rows.append(
-                (
-                    key,
-                    str(clients),
-                    f"{r['seq_per_s']:.1f}",
-                    f"{r['p50_ms']:.0f}",
-                    f"{r['p99_ms']:.0f}",
-                    f"{r['seq_per_s'] / loop['seq_per_s']:.2f}" if loop else "n/a",
-                    vs_rm,
-                    roofline(r["seq_per_s"]),
-                    f"{run['peak_rss_mb']:.0f}",
-                    f"{run['ready_s']:.1f}",
-                )
-            )
-    for precision in ("fp32", "int8"):
-        ceiling = results.get(f"in_process_{precision}")
-        if not ceiling:
-            continue
-        rows.append(
-            (f"in process, {precision} (the ceiling)", "-", f"{ceiling['seq_per_s']:.1f}", "", "",
-             f"{ceiling['seq_per_s'] / loop['seq_per_s']:.2f}" if loop else "n/a",
-             f"{ceiling['seq_per_s'] / rm['16_clients']['seq_per_s']:.2f}" if rm else "n/a",
-             roofline(ceiling["seq_per_s"]), "", "")
-        )  # fmt: skip
+                (LABELS[name], clients, f"{r['seq_per_s']:.1f}", f"{min(seq):.1f}-{max(seq):.1f}",
+                 f"{r['p50_ms']:.0f}" if "p50_ms" in r else "", f"{r['p99_ms']:.0f}" if "p99_ms" in r else "",
+                 versus(seq, loop), versus(seq, per_round(results, "openrlhf_serve_rm", rm_key) if rm else None),
+                 roofline(seq), f"{run['peak_rss_mb']:.0f}" if "peak_rss_mb" in run else "",
+                 f"{run['ready_s']:.1f}" if "ready_s" in run else "")
+            )  # fmt: skip
     print(text_table(rows))
-    overheads = [f"plain loop {loop['padded_overhead']:.0%}"] if loop else []
+    overheads = [f"plain loop {results['plain_loop']['run']['padded_overhead']:.0%}"] if loop else []  # type: ignore[index]
     if "in_process_fp32" in results:
-        overheads.append(f"arbiter's batches {results['in_process_fp32']['padded_overhead']:.0%}")
+        overheads.append(f"arbiter's batches {results['in_process_fp32']['run']['padded_overhead']:.0%}")  # type: ignore[index]
     if overheads:
         print("padded tokens beyond the real ones: " + ", ".join(overheads))
-    for precision in ("fp32", "int8"):
-        served, ceiling = results.get(f"arbiter_{precision}"), results.get(f"in_process_{precision}")
-        if served and ceiling:
-            share = served["16_clients"]["seq_per_s"] / ceiling["seq_per_s"]
-            print(f"arbiter {precision} at 16 clients reaches {share:.0%} of its in-process ceiling")
+    top = f"{CLIENTS[-1]}_clients"
+    for precision in ("fp32", "int8", "bf16"):
+        served = f"arbiter_{precision}"
+        # the ceiling: the fastest in-process scorer of the same precision, in each round
+        scorers = [n for n in (f"in_process_{precision}", *(["in_process_torch"] if precision == "fp32" else []))
+                   if n in results]  # fmt: skip
+        if served in results and scorers:
+            fastest = [max(each) for each in zip(*(per_round(results, n, "run") for n in scorers), strict=True)]
+            share = ratio(per_round(results, served, top), fastest)
+            print(f"arbiter {precision} at {CLIENTS[-1]} clients reaches {share:.0%} of the fastest in-process "
+                  f"{precision} scorer ({' or '.join(LABELS[n] for n in scorers)}, each round's faster)")  # fmt: skip
+            r = results[served][top]  # type: ignore[index]
+            print(f"arbiter {precision} at {CLIENTS[-1]} clients: p99/p50 {r['p99_ms'] / r['p50_ms']:.2f}")
+            if measured_peaks and per_text:
+                blas = ratio(
+                    [x * per_text for x in per_round(results, served, top)], [p["numpy"] for p in measured_peaks]
+                )  # type: ignore[operator]
+                print(f"arbiter {precision} at {CLIENTS[-1]} clients: {blas:.0%} of numpy's GEMM peak (its BLAS)")
+    if "bf16_fidelity" in results:
+        f = results["bf16_fidelity"]
+        print(f"bf16 (torch) against fp32 on the run's {f['pairs']} held-out pairs: accuracy {f['accuracy']:.4f} "  # type: ignore[index]
+              f"(fp32 {f['fp32_accuracy']:.4f}), spearman {f['spearman']:.4f}, same order on "  # type: ignore[index]
+              f"{f['pairwise_agreement']:.1%}: {'fails: ' + f['reason'] if f['reason'] else 'passes'} the gate")  # type: ignore[index]  # fmt: skip
     if "arbiter_fp32_imported" in results:
-        native, imported = results["arbiter_fp32"], results["arbiter_fp32_imported"]
         ratios = []
         for clients in CLIENTS:
             key = f"{clients}_clients"
-            ratios.append(f"{clients} clients {imported[key]['seq_per_s'] / native[key]['seq_per_s']:.2f}x")
+            share = ratio(per_round(results, "arbiter_fp32_imported", key), per_round(results, "arbiter_fp32", key))
+            ratios.append(f"{clients} clients {share:.2f}x")
         print(f"imported (TRL-written MiniLM, arbiter import) against native, seq/s: {', '.join(ratios)}")
     for precision in ("fp32", "int8"):
         if f"arbiter_{precision}_before" in results:
@@ -664,9 +748,26 @@ def report(results: dict[str, object]) -> None:
             print(versus_table(results, precision))
 
 
+LABELS = {  # the report's rows, in this order
+    "plain_loop": "plain transformers loop, batch 32",
+    "openrlhf_serve_rm": "OpenRLHF serve_rm",
+    "arbiter_fp32_before": "arbiter fp32, baseline",
+    "arbiter_fp32": "arbiter fp32",
+    "arbiter_fp32_imported": "arbiter fp32, imported from TRL",
+    "arbiter_int8_before": "arbiter int8, baseline",
+    "arbiter_int8": "arbiter int8",
+    "arbiter_bf16": "arbiter bf16 (torch backend)",
+    "in_process_fp32": "in process, ONNX Runtime fp32",
+    "in_process_torch": "in process, torch fp32",
+    "in_process_int8": "in process, ONNX Runtime int8",
+    "in_process_bf16": "in process, torch bf16",
+}
+
+
 def versus_table(results: dict[str, object], precision: str) -> str:
-    """Before and after, each its median over the alternating rounds, and the after/before ratios of the medians
-    (seq/s above 1: after is faster; latency above 1: after is slower)."""
+    """Before and after, each its median over the alternating rounds, and the after/before ratios: of seq/s, the
+    median of each round's ratio; of latency and memory, the ratio of the medians (seq/s above 1: after is faster;
+    latency above 1: after is slower)."""
     before, after = results[f"arbiter_{precision}_before"], results[f"arbiter_{precision}"]
     rows: list[tuple[str, ...]] = [
         (f"arbiter {precision}, {results['rounds']} alternating rounds", "clients", "seq/s", "seq/s min-max",
@@ -681,8 +782,11 @@ def versus_table(results: dict[str, object], precision: str) -> str:
                  f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{run['peak_rss_mb']:.0f}", f"{run['ready_s']:.1f}")
             )  # fmt: skip
         b, a = before[key], after[key]
+        speedup = ratio(
+            per_round(results, f"arbiter_{precision}", key), per_round(results, f"arbiter_{precision}_before", key)
+        )
         rows.append(
-            ("after/before", str(clients), f"{a['seq_per_s'] / b['seq_per_s']:.3f}", "",
+            ("after/before", str(clients), f"{speedup:.3f}", "",
              f"{a['p50_ms'] / b['p50_ms']:.3f}", f"{a['p99_ms'] / b['p99_ms']:.3f}",
              f"{after['peak_rss_mb'] / before['peak_rss_mb']:.3f}", "")
         )  # fmt: skip
