@@ -458,6 +458,7 @@ def run_rounds(
     servers: dict[str, tuple[Server, Body]],
     ceilings: dict[str, InProcess],
     loop: tuple[RewardModel, PreTrainedTokenizerBase] | None,
+    roofline: bool,
 ) -> dict[str, dict[str, object]]:
     """Every system once per round, in the same order each round, so that a machine that slows down or speeds up
     while the run goes on moves all of them alike; each figure is given per round ("rounds") and as its median.
@@ -472,7 +473,7 @@ def run_rounds(
     loops: list[dict[str, float]] = []
     for r in range(rounds):
         started = time.perf_counter()
-        if loop is not None:
+        if roofline:
             peaks.append(gemm_peak_gflops())
         if loop is not None:
             loops.append(plain_loop(*loop, texts))
@@ -491,6 +492,7 @@ def run_rounds(
     }
     if loop is not None:
         measured["plain_loop"] = {"rounds": {"run": loops}, "run": medians(loops)}
+    if roofline:
         measured["gemm_peak_gflops"] = {"rounds": peaks}
     return measured
 
@@ -632,8 +634,9 @@ def main() -> None:
             ceilings["in_process_bf16"] = InProcess.torch(args.checkpoint, texts, "bf16")
         for ceiling in ceilings.values():
             stack.callback(ceiling.close)
-        loop = model is not None and tokenizer is not None and not args.skip_plain_loop
-        measured = run_rounds(rounds, texts, servers, ceilings, (model, tokenizer) if loop else None)
+        loop = not args.skip_plain_loop and model is not None and tokenizer is not None
+        pair = (model, tokenizer) if loop else None
+        measured = run_rounds(rounds, texts, servers, ceilings, pair, roofline=model is not None)
         for name, server in servers.items():
             run = results.setdefault(name, {})
             run.update(measured[name], ready_s=server[0]["ready_s"], peak_rss_mb=peak_rss_mb(server[0]["process"].pid))
