@@ -7,7 +7,8 @@ nothing else. The same real texts from ../shared/data/preferences, 16 concurrent
   alone  spec one           POST /v1/reward, spec `one`: rm1 normalized, minus a length penalty (the pipeline's cost)
   pair   score, mixed       POST /v1/score, requests alternating between rm1 and rm2 (two trainers, one server)
   pair   spec two           POST /v1/reward, spec `two`: an ensemble of rm1 and rm2 (mean - std), minus the penalty
-Every call runs once per round, in the same order, for --rounds rounds; each ratio is the median of its rounds'.
+Every call runs once per round, for --rounds rounds, each round starting one call later in the list (so no call
+always follows the same one), after a pause; each ratio is the median of its rounds'.
 "Model passes/s" counts a sequence once per model that scored it, so two models that share the cores at no loss
 give the same model passes/s as one model alone (the serving issue's target: at least 0.9x).
 
@@ -23,13 +24,22 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.serve_throughput import WARMUP_TEXTS, Body, Texts, drive, long_bundle, real_texts  # noqa: E402
+from bench.serve_throughput import (  # noqa: E402
+    SETTLE_S,
+    WARMUP_TEXTS,
+    Body,
+    drive,
+    long_bundle,
+    real_texts,
+    score_items,
+)
 from tests.server import running_server  # noqa: E402
 
 CLIENTS = 16
@@ -53,18 +63,14 @@ reward: [{component: both, weight: 1.0}, {component: words, weight: -0.01}]
 }
 
 
-def items(texts: Texts) -> list[dict[str, object]]:
-    return [{"prompt": p, "response": r} for p, r in texts]
-
-
 def fixed(path: str, extra: dict[str, object]) -> Body:
-    return lambda texts: (path, {**extra, "items": items(texts)})
+    return lambda texts: (path, {**extra, "items": score_items(texts)})
 
 
 def alternating(models: tuple[str, ...]) -> Body:
     """/v1/score requests that take turns between `models`, as several trainers sharing one server would send."""
     turns: Iterator[str] = itertools.cycle(models)
-    return lambda texts: ("/v1/score", {"model": next(turns), "items": items(texts)})
+    return lambda texts: ("/v1/score", {"model": next(turns), "items": score_items(texts)})
 
 
 # (server, call) -> (body, models that score each sequence)
@@ -103,10 +109,12 @@ def main() -> None:
         rounds: list[dict[str, dict[str, float]]] = []
         for r in range(args.rounds):
             measured = {}
-            for (server, call), (make, models) in CALLS.items():
+            calls = list(CALLS.items())
+            for (server, call), (make, models) in calls[r % len(calls) :] + calls[: r % len(calls)]:
+                time.sleep(SETTLE_S)
                 run = asyncio.run(drive(urls[server], texts, CLIENTS, make()))
                 measured[f"{server}: {call}"] = {**run, "model_passes_per_s": models * run["seq_per_s"]}
-            rounds.append(measured)
+            rounds.append({f"{server}: {call}": measured[f"{server}: {call}"] for server, call in CALLS})
             line = ", ".join(f"{call} {run['seq_per_s']:.1f}" for call, run in measured.items())
             print(f"round {r + 1}/{args.rounds} (seq/s): {line}", flush=True)
     results = {"texts": len(texts), "clients": CLIENTS, "bundle": str(bundle), "rounds": rounds}

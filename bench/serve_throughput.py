@@ -178,16 +178,16 @@ def plain_loop(
 
 class InProcess:
     """The ceiling a server can approach: a runner the server has (ONNX Runtime on the bundle, or torch on the
-    checkpoint, as `--backend torch` serves it) driven by the server's own batcher in this process, every text in
-    one call (sorted by length, cut under the server's default token budget); no HTTP, JSON or tokenizing is
-    timed. One `round()` per round of the run, with the padded-token overhead of its batches."""
+    checkpoint, as `--backend torch` serves it) driven by the server's own batcher in this process, every text
+    queued at once and taken as the server takes them (oldest first, a window at a time, sorted by length within a
+    window, cut under the server's default token budget); no HTTP, JSON or tokenizing is timed. One `round()` per
+    round of the run, with the padded-token overhead of its batches."""
 
     def __init__(self, runner: Runner, texts: Texts) -> None:
         from arbiter.service.runtime.batcher import Batcher, BatchStats
         from arbiter.service.settings import ServerSettings
 
-        model = runner
-        self.sequences = [e.ids for e in model.builder.encode_many([p for p, _ in texts], [r for _, r in texts])]
+        self.sequences = [e.ids for e in runner.builder.encode_many([p for p, _ in texts], [r for _, r in texts])]
         self.batches: list[BatchStats] = []
         batches = self.batches
 
@@ -200,7 +200,7 @@ class InProcess:
 
         defaults = ServerSettings.model_fields
         tokens, size = defaults["max_batch_tokens"].default, defaults["max_batch_size"].default
-        self.batcher = Batcher(model.run, tokens, size, 0.0, len(self.sequences), Observer(), "in-process")
+        self.batcher = Batcher(runner.run, tokens, size, 0.0, len(self.sequences), Observer(), "in-process")
         asyncio.run(self.batcher.score(self.sequences[:WARMUP_TEXTS]))
 
     def round(self) -> dict[str, float]:
@@ -228,8 +228,13 @@ class InProcess:
         return cls(open_checkpoint(checkpoint, "cpu", precision)[1], texts)
 
 
+def score_items(texts: Texts) -> list[dict[str, object]]:
+    """The `items` of an Arbiter scoring request."""
+    return [{"prompt": p, "response": r} for p, r in texts]
+
+
 def arbiter_body(items: Texts) -> tuple[str, dict[str, object]]:
-    return "/v1/score", {"items": [{"prompt": p, "response": r} for p, r in items]}
+    return "/v1/score", {"items": score_items(items)}
 
 
 def openrlhf_body(items: Texts) -> tuple[str, dict[str, object]]:
@@ -615,7 +620,7 @@ def main() -> None:
             # bf16 is the torch backend's, on the checkpoint the bundle was exported from
             source = args.checkpoint if precision == "bf16" else args.bundle
             versions: dict[str, tuple[Path | None, Path]] = {"": (None, source)}
-            if baseline is not None:
+            if baseline is not None and precision != "bf16":  # the baseline is an ONNX bundle: no bf16 there
                 versions = {"_before": baseline, **versions}
             if imported is not None and precision == "fp32":
                 versions["_imported"] = (None, imported)

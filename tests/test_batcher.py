@@ -317,6 +317,32 @@ def test_a_full_queue_refuses_at_once_and_is_left_as_it_was() -> None:
     assert sorted(model.ran) == sorted(tuple(s) for s in three + one)  # nothing refused ever ran
 
 
+def test_retry_after_is_the_time_to_make_room_at_the_last_windows_rate() -> None:
+    # The first window is one gate sequence held for HELD_S, so the measured rate is at least HELD_S a sequence
+    # (a lower bound set by the test, not a timing). A request 6 sequences short of room must then wait 6 of those;
+    # the time of one window alone (what Retry-After used to be) would say HELD_S, rounded up to 1 s.
+    held_s, model = 0.5, Model()
+    full, short_by_six = request(0, [1] * 10), request(1, [1] * 6)
+
+    async def scenario() -> float | None:
+        with batcher(model, max_queue=10) as b:
+            first = model.gate()
+            timed = await hold(b, first)
+            await asyncio.sleep(held_s)
+            first.release.set()
+            await settle(timed)
+            second = model.gate()
+            held = await hold(b, second)
+            (filled,) = await queued(b, full)
+            retry_after = refusal(b, short_by_six).retry_after
+            second.release.set()
+            await settle(held, filled)
+            return retry_after
+
+    retry_after = asyncio.run(scenario())
+    assert retry_after is not None and retry_after >= round(6 * held_s, 1)  # Retry-After is rounded to 0.1 s
+
+
 def test_a_failing_batch_fails_only_its_requests_and_the_worker_goes_on() -> None:
     # max_batch_size 2 cuts the window by length into [short], [poisoned + shares], [long].
     short, poisoned, shares, long = request(0, [1, 1]), request(1, [5]), request(2, [5]), request(3, [9, 9])

@@ -92,7 +92,7 @@ class Batcher:
         self._queue: deque[tuple[_Job, int]] = deque()
         self._ready = threading.Condition()
         self._closed = False
-        self._busy_seconds = 0.0
+        self._seconds_per_sequence = 0.0  # of the last window, for Retry-After
         self._worker = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -109,14 +109,16 @@ class Batcher:
             if len(self._queue) + len(sequences) > self.max_queue:
                 raise QueueFull(
                     f"the queue holds {len(self._queue)} sequences (limit {self.max_queue}); retry later",
-                    retry_after=self._retry_after(),
+                    retry_after=self._retry_after(len(self._queue) + len(sequences) - self.max_queue),
                 )
             self._queue.extend((job, i) for i in range(len(sequences)))
             self._ready.notify()
         return await job.future
 
-    def _retry_after(self) -> float:
-        return max(1.0, round(self._busy_seconds, 1))
+    def _retry_after(self, shortfall: int) -> float:
+        """Seconds until `shortfall` more sequences have left the queue, at the last window's rate: the queue is
+        taken oldest first, a window at a time, so one window's time says little of a deep queue's."""
+        return max(1.0, round(shortfall * self._seconds_per_sequence, 1))
 
     def close(self) -> None:
         with self._ready:
@@ -132,7 +134,8 @@ class Batcher:
             started = time.perf_counter()
             for batch in self._batches(window):
                 self._execute(batch)
-            self._busy_seconds = time.perf_counter() - started
+            if window:
+                self._seconds_per_sequence = (time.perf_counter() - started) / len(window)
 
     def _take(self) -> list[tuple[_Job, int]] | None:
         """The oldest waiting (see _oldest), once the queue is non-empty and max_wait has passed or a batch is full."""

@@ -61,7 +61,7 @@ def torch_dtype(precision: str) -> torch.dtype:
 def bf16_units(device: torch.device) -> bool:
     """Whether `device` multiplies bf16 matrices in hardware (else torch converts, slower than fp32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # compute capability 8.0 and up
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
