@@ -318,9 +318,9 @@ def test_a_full_queue_refuses_at_once_and_is_left_as_it_was() -> None:
 
 
 def test_retry_after_is_the_time_to_make_room_at_the_last_windows_rate() -> None:
-    # The first window is one gate sequence held for HELD_S, so the measured rate is at least HELD_S a sequence
+    # The first window is one gate sequence held for held_s, so the measured rate is at least held_s a sequence
     # (a lower bound set by the test, not a timing). A request 6 sequences short of room must then wait 6 of those;
-    # the time of one window alone (what Retry-After used to be) would say HELD_S, rounded up to 1 s.
+    # the time of one window alone (what Retry-After used to be) would say held_s, rounded up to 1 s.
     held_s, model = 0.5, Model()
     full, short_by_six = request(0, [1] * 10), request(1, [1] * 6)
 
