@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 
 import httpx
@@ -243,6 +244,8 @@ def test_bf16_runs_on_the_torch_backend_and_an_onnx_bundle_says_where_it_runs(
         items = [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
         scores = np.array(post(bf16, "/v1/score", {"items": items}).json()["scores"])
         assert httpx.get(bf16.url + "/v1/models/rm-bf16").json()["precision"] == "bf16-torch"
+        # whether bf16 pays is measured on the device, and said at load
+        assert re.search(r"bf16 matrix products run \d+\.\d\dx fp32's here", bf16.logs())
     fp32 = np.array(reference(prompts, responses))
     # bf16 keeps 8 bits of mantissa: close to fp32, and further from it than fp32 torch is from ONNX Runtime (1e-6),
     # so the cast did happen
