@@ -81,7 +81,7 @@ def _matmul_seconds(device: torch.device, dtype: torch.dtype) -> float:
 @functools.cache
 def bf16_speedup(device: torch.device) -> float:
     """How many times faster a bf16 matrix product runs than an fp32 one on `device`, measured: CPU flags do not
-    say it (with AVX512_BF16, bf16 ran 2.2x fp32 on a Zen 4 EPYC and 0.6x on a Xeon whose AMX was not exposed)."""
+    say it (with AVX512_BF16, bf16 ran 2.2x fp32 on a Zen 4 EPYC and 0.6-0.75x on a Xeon whose AMX was not exposed)."""
     return _matmul_seconds(device, torch.float32) / _matmul_seconds(device, torch.bfloat16)
 
 
