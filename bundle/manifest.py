@@ -94,6 +94,14 @@ class Evaluation(Section):
     ece: float | None = None
 
 
+class StepReading(Section):
+    """A process reward model: one score per step, the logit of P(step right) read at the token that ends each step
+    (the text is the steps, each followed by `token`). Training checkpoints carry it; bundles do not yet."""
+
+    token: str = Field(description="the text that ends every step, one token of the tokenizer (<step>, <extra_0>)")
+    token_id: int
+
+
 class ModelSpec(Section):
     """What a model is and how its inputs are built: shared by training checkpoints and bundles."""
 
@@ -109,6 +117,7 @@ class ModelSpec(Section):
     padding_side: Literal["left", "right"]
     pad_token_id: int
     rendering: Rendering
+    steps: StepReading | None = Field(None, description="set for a process reward model")
 
 
 class Objectives(Section):

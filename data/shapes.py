@@ -79,14 +79,14 @@ def _pair(row: Mapping[str, object]) -> tuple[Prompt, str, str]:
                 chosen_msgs[shared:],
                 rejected_msgs[shared:],
             )
-        return _prompt(prompt), _final_assistant(chosen_msgs), _final_assistant(rejected_msgs)
+        return parse_prompt(prompt), _final_assistant(chosen_msgs), _final_assistant(rejected_msgs)
     if not isinstance(chosen, str) or not isinstance(rejected, str):
         raise BadRow("bad_type", "chosen and rejected must both be strings or both be message lists")
     if prompt in (None, "") and ("\n\nHuman:" in chosen or chosen.startswith("Human:")):
         return _hh(chosen, rejected)
     if prompt is None:
         raise BadRow("missing_field", "prompt")
-    return _prompt(prompt), chosen, rejected
+    return parse_prompt(prompt), chosen, rejected
 
 
 def _hh(chosen: str, rejected: str) -> tuple[Prompt, str, str]:
@@ -133,7 +133,7 @@ def _ranking(row: Mapping[str, object], source: str, subset: str | None) -> Pref
     )
     if not comparisons:
         raise BadRow("tie", "all responses share one rank")
-    return PreferenceGroup(_prompt(row["prompt"]), tuple(texts), comparisons, source, subset)
+    return PreferenceGroup(parse_prompt(row["prompt"]), tuple(texts), comparisons, source, subset)
 
 
 def _check_responses(texts: list[str]) -> None:
@@ -143,7 +143,8 @@ def _check_responses(texts: list[str]) -> None:
         raise BadRow("identical_responses")
 
 
-def _prompt(value: object) -> Prompt:
+def parse_prompt(value: object) -> Prompt:
+    """A prompt as a string or chat messages; `BadRow` when it is neither, or empty."""
     if isinstance(value, str):
         if not value.strip():
             raise BadRow("empty_prompt")

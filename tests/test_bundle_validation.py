@@ -82,6 +82,12 @@ def test_a_torch_runtime_bundle_needs_no_graph_but_an_onnx_one_does(copy):
     assert load_bundle(copy).manifest.runtime == "torch"
 
 
+def test_a_process_reward_model_bundle_is_refused_until_prms_are_served(copy):
+    edit_manifest(copy, lambda m: m["model"].update(steps={"token": "<step>", "token_id": 30522}))
+    with pytest.raises(BundleError, match=r"process reward model \(model\.steps is set\)"):
+        load_bundle(copy)
+
+
 def test_missing_version(copy):
     edit_manifest(copy, lambda m: m.pop("format_version"))
     with pytest.raises(BundleError, match="missing or malformed format_version"):

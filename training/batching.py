@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -83,7 +84,15 @@ def collate(
     return Batch(torch.from_numpy(ids), torch.from_numpy(mask), pairs)
 
 
-def batches_forever(items: Sequence[EncodedGroup], batch_size: int, seed: int) -> Iterator[list[EncodedGroup]]:
+class Sized(Protocol):
+    @property
+    def tokens(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=Sized)
+
+
+def batches_forever(items: Sequence[Item], batch_size: int, seed: int) -> Iterator[list[Item]]:
     """Shuffled epochs of micro-batches; within a window of batches, similar lengths go together."""
     generator = torch.Generator().manual_seed(seed)
     while True:

@@ -16,7 +16,12 @@ Pooling = Literal["auto", "first_token", "last_token", "mean"]
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data: list[SourceSpec] = Field(default_factory=list, description="preference sources (repeat the flag)")
+    objective: Literal["preference", "prm"] = Field(
+        "preference",
+        description="preference: a Bradley-Terry reward model on preference data; prm: a process reward model on "
+        "stepwise data (a score per step, per-step binary cross-entropy)",
+    )
+    data: list[SourceSpec] = Field(default_factory=list, description="training sources (repeat the flag)")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of prompts held out for evaluation")
     max_groups_per_source: int | None = Field(None, description="cap per source, for quick runs")
     balance_sources: bool = Field(
@@ -30,6 +35,14 @@ class TrainConfig(BaseModel):
     pooling: Pooling = Field(
         "auto",
         description="auto: a sentence encoder's own pooling (mean for MiniLM), else first (encoder) or last token",
+    )
+    step_token: str = Field(
+        "<step>",
+        description="prm: the token that ends every step (added to the tokenizer when it has none; Qwen2.5-Math-PRM "
+        "uses <extra_0>)",
+    )
+    last_step_only: bool = Field(
+        False, description="prm: learn from each solution's last step label only (TRL's train_on_last_step_only)"
     )
     freeze_layers: int = Field(0, ge=0, description="freeze the embeddings and this many lower transformer blocks")
     cache_frozen: bool = Field(

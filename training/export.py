@@ -75,6 +75,8 @@ def export_bundle(
 ) -> Bundle:
     checkpoint = Path(checkpoint)
     model, tokenizer = load_checkpoint(checkpoint)
+    if model.spec.steps is not None:
+        raise ValueError(f"{checkpoint}: a process reward model; bundles of PRMs (a score per step) are not built yet")
     builder = model.input_builder(tokenizer)
     groups = eval_groups(eval_data or checkpoint.parent / "eval.jsonl")
     eval_source = f"`{eval_data}`" if eval_data else "the training run's held-out split (prompts it never saw)"

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from tokenizers import AddedToken
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from arbiter import weights
-from arbiter.bundle.manifest import ModelSpec, Rendering
+from arbiter.bundle.manifest import ModelSpec, Rendering, StepReading
 from arbiter.bundle.render import InputBuilder
 from arbiter.training.config import Pooling
 
@@ -82,6 +83,8 @@ class RewardModel(nn.Module):
         # pooled and scored at the head's precision: a bf16 backbone under an fp32 head (the torch backend's bf16)
         # sums its tokens in fp32, and its score is not rounded to bf16's 8 bits
         hidden = hidden.to(self.head.weight.dtype)
+        if self.spec.steps is not None:  # a process reward model: every position's logit, read at the step tokens
+            return self.head(hidden).squeeze(-1)
         if self.spec.pooling == "mean":
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -150,12 +153,18 @@ def build_reward_model(
     padding_side: str = "auto",
     dtype: torch.dtype = torch.float32,
     pooling: Pooling = "auto",
+    step_token: str | None = None,
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
+    """`step_token`: a process reward model, scored at this token after every step (added when the tokenizer lacks
+    it; its embedding starts as transformers' resize makes it, from the others' mean)."""
     path = weights.resolve(base_model)
     config = AutoConfig.from_pretrained(path)
     arch = detect_architecture(config) if architecture == "auto" else architecture
     tokenizer = load_tokenizer(path)
     backbone = AutoModel.from_pretrained(path, dtype=dtype)
+    steps = None
+    if step_token is not None:
+        steps = StepReading(token=step_token, token_id=step_token_id(tokenizer, backbone, step_token))
     spec = ModelSpec(
         base_model=weights.canonical_name(base_model),
         architecture=arch,
@@ -165,5 +174,19 @@ def build_reward_model(
         padding_side=("right" if arch == "encoder" else "left") if padding_side == "auto" else padding_side,
         pad_token_id=tokenizer.pad_token_id,
         rendering=rendering_for(tokenizer, chat_template),
+        steps=steps,
     )
     return RewardModel(backbone, spec), tokenizer
+
+
+def step_token_id(tokenizer: PreTrainedTokenizerBase, backbone: PreTrainedModel, token: str) -> int:
+    """The id of the token that ends a step: the tokenizer's own when `token` is one token of it, else a special
+    token added to it (and a row added to the backbone's embeddings)."""
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) == 1 and tokenizer.decode(ids) == token:
+        return ids[0]
+    tokenizer.add_tokens([AddedToken(token, special=True, normalized=False)], special_tokens=True)
+    backbone.resize_token_embeddings(len(tokenizer))
+    added = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(added, int)
+    return added

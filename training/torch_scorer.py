@@ -17,6 +17,11 @@ TORCH_PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 class TorchScorer:
     def __init__(self, model: RewardModel, builder: InputBuilder, device: torch.device, batch_size: int = 32) -> None:
+        if model.spec.steps is not None:
+            raise ValueError(
+                "a process reward model (a score per step) is not scored as one reward per response: serving and "
+                "exporting PRMs is not built yet; `arbiter train --objective prm` evaluates it per step"
+            )
         self.model, self.builder, self.device, self.batch_size = model, builder, device, batch_size
 
     @property

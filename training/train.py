@@ -1,4 +1,4 @@
-"""`arbiter train`: preference data in, a reward-model checkpoint and a run folder out.
+"""`arbiter train`: preference (or stepwise) data in, a reward-model checkpoint and a run folder out.
 
 The loop is deliberately plain (nanoGPT-style): encode every group once, then step through shuffled,
 length-bucketed micro-batches with AdamW, linear warmup and cosine decay. Under torchrun the same code runs
@@ -13,24 +13,19 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from arbiter.bundle.manifest import ModelSpec
 from arbiter.training import distributed, plots
-from arbiter.training.batching import Batch, EncodedGroup, batches_forever, collate, encode_groups
+from arbiter.training.batching import batches_forever
 from arbiter.training.checkpoint import save_checkpoint
 from arbiter.training.config import TrainConfig
 from arbiter.training.frozen_layers import LowerStates, freeze_lower
-from arbiter.training.loss import pair_accuracy, preference_loss
 from arbiter.training.model import RewardModel, build_reward_model
-from arbiter.training.report import evaluate_into
-from arbiter.training.split import load_preferences
-from arbiter.training.torch_scorer import TorchScorer
-from arbiter.training.truncation import format_truncation, truncation_report
+from arbiter.training.objectives import Objective, objective_for
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -51,6 +46,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     _seed_everything(config.seed)
     run = Path(config.out)
     amp_dtype = _amp_dtype(config.precision, ctx.device)
+    objective = objective_for(config)
     model, tokenizer = build_reward_model(
         config.base_model,
         config.max_length,
@@ -58,6 +54,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         config.chat_template,
         config.padding_side,
         pooling=config.pooling,
+        step_token=config.step_token if config.objective == "prm" else None,
     )
     spec = model.spec
     if config.lora_r:
@@ -76,9 +73,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         _enable_checkpointing(model.backbone)
     model.to(ctx.device)
 
-    data = load_preferences(
-        config.data, config.eval_fraction, config.seed, config.max_groups_per_source, config.balance_sources
-    )
+    data = objective.load()
     builder = model.input_builder(tokenizer)
     if ctx.is_main:
         print(data.summary_table(), flush=True)
@@ -88,13 +83,11 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         (run / "data_report.json").write_text(json.dumps([r.__dict__ for r in data.reports], indent=2, default=dict))
     if not data.train:
         raise ValueError("no usable training rows: see the bad-row table above")
-    train_items = encode_groups(data.train[ctx.rank :: ctx.world], builder)
+    train_items = objective.encode(data.train[ctx.rank :: ctx.world], builder, spec)
     # Length-sorted once, so that every eval pass runs batches of like lengths with little padding to compute.
-    eval_items = sorted(encode_groups(data.eval, builder), key=lambda i: i.tokens) if ctx.is_main else []
+    eval_items = sorted(objective.encode(data.eval, builder, spec), key=lambda i: i.tokens) if ctx.is_main else []
     if ctx.is_main:
-        truncation = {"train": truncation_report(train_items), "eval": truncation_report(eval_items)}
-        print(format_truncation(truncation["train"], spec.max_length), flush=True)
-        (run / "truncation.json").write_text(json.dumps(truncation, indent=2))
+        objective.report_cuts(run, train_items, eval_items, spec.max_length)
     lower = _cache_frozen(model, train_items, config) if config.freeze_layers and config.cache_frozen else None
 
     per_step = config.batch_size * config.grad_accum
@@ -110,24 +103,24 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
     log = (run / "metrics.jsonl").open("w") if ctx.is_main else None
     batches = batches_forever(train_items, config.batch_size, config.seed + ctx.rank)
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not ctx.is_main, dynamic_ncols=True)
-    started, pairs_seen = time.perf_counter(), 0
+    started, seen = time.perf_counter(), 0  # pairs, or steps: the objective's units
     window: list[tuple[float, float]] = []  # (loss, accuracy) since the last log line
     model.train()
     for step in range(1, total_steps + 1):
         loss_sum, acc_sum = 0.0, 0.0
         for micro in range(config.grad_accum):
             items = next(batches)
-            batch = _collate(items, spec, config).to(ctx.device)
+            batch = objective.collate(items, model).to(ctx.device)
             last = micro == config.grad_accum - 1
             sync = contextlib.nullcontext() if last or ddp is None else ddp.no_sync()
             replay = contextlib.nullcontext() if lower is None else lower.replayed(_cached(lower, items, ctx.device))
             with sync, replay, _autocast(ctx.device, amp_dtype):
                 rewards = engine(batch.input_ids, batch.attention_mask).float()
-                loss = preference_loss(rewards, batch.pairs, config.center_coef)
+                loss = objective.loss(rewards, batch)
             scaler.scale(loss / config.grad_accum).backward()
             loss_sum += loss.item() / config.grad_accum
-            acc_sum += pair_accuracy(rewards.detach(), batch.pairs).item() / config.grad_accum
-            pairs_seen += len(batch.pairs.winner)
+            acc_sum += objective.accuracy(rewards.detach(), batch).item() / config.grad_accum
+            seen += objective.units(batch)
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         scaler.step(optimizer)
@@ -136,10 +129,10 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         scheduler.step()
 
         window.append((ctx.mean(loss_sum), ctx.mean(acc_sum)))
-        rate = pairs_seen * ctx.world / (time.perf_counter() - started)
+        rate = seen * ctx.world / (time.perf_counter() - started)
         loss_avg, acc_avg = (float(np.mean(v)) for v in zip(*window, strict=True))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc_avg:.3f}", pairs_s=f"{rate:.1f}")
+        bar.set_postfix({"loss": f"{loss_avg:.4f}", "acc": f"{acc_avg:.3f}", f"{objective.unit}_s": f"{rate:.1f}"})
         if step % config.log_every == 0 or step == total_steps:
             window.clear()
         if log and (step % config.log_every == 0 or step == total_steps):
@@ -149,13 +142,13 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
                 "loss": loss_avg,
                 "accuracy": acc_avg,
                 "lr": scheduler.get_last_lr()[0],
-                "pairs_per_s": rate,
+                f"{objective.unit}_per_s": rate,
             }
             log.write(json.dumps(row) + "\n")
             log.flush()
         if config.eval_every and step % config.eval_every == 0 and step != total_steps:
             if log and eval_items:
-                _log_eval(log, step, *_eval_loss(model, eval_items, config, ctx.device))
+                _log_eval(log, step, *_eval_loss(model, objective, eval_items, config, ctx.device))
             ctx.barrier()
     bar.close()
 
@@ -163,25 +156,24 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> Path:
         assert log is not None
         train_seconds = time.perf_counter() - started
         if eval_items:
-            _log_eval(log, total_steps, *_eval_loss(model, eval_items, config, ctx.device))
+            _log_eval(log, total_steps, *_eval_loss(model, objective, eval_items, config, ctx.device))
         log.close()
         save_checkpoint(model, tokenizer, run / "checkpoint")
         summary = {
             "train_seconds": train_seconds,
             "steps": total_steps,
-            "pairs_per_s": pairs_seen * ctx.world / train_seconds,
+            f"{objective.unit}_per_s": seen * ctx.world / train_seconds,
             "processes": ctx.world,
         }
         (run / "train_summary.json").write_text(json.dumps(summary, indent=2))
         plots.training_curves(run / "metrics.jsonl", run / "training_curves.png")
         if data.eval:
-            scorer = TorchScorer(model, builder, ctx.device)
-            evaluate_into(run, scorer, data.eval)
+            objective.evaluate(run, model, builder, ctx.device, data.eval, eval_items)
     ctx.barrier()
     return run
 
 
-def _cache_frozen(model: RewardModel, items: list[EncodedGroup], config: TrainConfig) -> LowerStates:
+def _cache_frozen(model: RewardModel, items: list[Any], config: TrainConfig) -> LowerStates:
     """The frozen blocks' output for every training response, attached to its group."""
     # A weighted or balanced source repeats its groups: each distinct sequence is computed and stored once.
     distinct: dict[tuple[int, ...], int] = {}
@@ -199,31 +191,25 @@ def _cache_frozen(model: RewardModel, items: list[EncodedGroup], config: TrainCo
     return lower
 
 
-def _cached(lower: LowerStates, items: list[EncodedGroup], device: torch.device) -> torch.Tensor:
+def _cached(lower: LowerStates, items: list[Any], device: torch.device) -> torch.Tensor:
     return lower.padded([s for item in items for s in item.lower or []]).to(device)
 
 
 @torch.no_grad()
 def _eval_loss(
-    model: RewardModel, items: list[EncodedGroup], config: TrainConfig, device: torch.device
+    model: RewardModel, objective: Objective, items: list[Any], config: TrainConfig, device: torch.device
 ) -> tuple[float, float]:
     model.eval()
     losses, accs, weights = [], [], []
     for start in range(0, len(items), config.batch_size):
         chunk = items[start : start + config.batch_size]
-        batch = _collate(chunk, model.spec, config).to(device)
+        batch = objective.collate(chunk, model).to(device)
         rewards = model(batch.input_ids, batch.attention_mask).float()
-        losses.append(preference_loss(rewards, batch.pairs).item())
-        accs.append(pair_accuracy(rewards, batch.pairs).item())
+        losses.append(objective.loss(rewards, batch).item())
+        accs.append(objective.accuracy(rewards, batch).item())
         weights.append(len(chunk))
     model.train()
     return float(np.average(losses, weights=weights)), float(np.average(accs, weights=weights))
-
-
-def _collate(items: list[EncodedGroup], spec: ModelSpec, config: TrainConfig) -> Batch:
-    return collate(
-        items, spec.pad_token_id, spec.padding_side, config.use_margin, config.use_strength, config.margin_scale
-    )
 
 
 def _log_eval(log: TextIO, step: int, loss: float, accuracy: float) -> None:
