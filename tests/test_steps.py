@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from arbiter.bundle.steps import step_text
 from arbiter.data.arithmetic_steps import label_solutions
 from arbiter.data.sources import SourceSpec
 from arbiter.data.steps import StepwiseExample, load_stepwise
 from arbiter.training.model import build_reward_model
 from arbiter.training.step_metrics import auc, step_metrics, stratified_auc
-from arbiter.training.steps import collate_steps, encode_steps, step_text
+from arbiter.training.steps import collate_steps, encode_steps
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "verifiable" / "gsm8k_model_solutions.jsonl"
 QUESTION = "Tom has 3 apples and buys 4 more. He gives 2 away. How many apples does he have?"

@@ -14,21 +14,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
 
+from arbiter.bundle.steps import STEP_AGGREGATES, aggregate
 from arbiter.data.steps import StepwiseExample
 from arbiter.text_table import text_table
 from arbiter.training.evaluate import Share, share
 
-AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
-    "min": lambda p: float(p.min()),
-    "last": lambda p: float(p[-1]),
-    "product": lambda p: float(np.prod(p)),
-    "mean": lambda p: float(p.mean()),
-}
 BOOTSTRAP = 200
 
 
@@ -138,10 +133,10 @@ def _best_of_n(examples: Sequence[StepwiseExample], probabilities: Sequence[np.n
     for e, p in zip(examples, probabilities, strict=True):
         by_prompt[e.prompt_key].append((all(e.labels), p))
     groups = [g for g in by_prompt.values() if len(g) >= 2]
-    picks: dict[str, list[bool]] = {name: [] for name in AGGREGATES}
+    picks: dict[str, list[bool]] = {name: [] for name in STEP_AGGREGATES}
     for group in groups:
-        for name, aggregate in AGGREGATES.items():
-            values = np.array([aggregate(p) for _, p in group])
+        for name in STEP_AGGREGATES:
+            values = np.array([aggregate(p, name) for _, p in group])
             picks[name].append(group[int(np.argmax(values))][0])
     return {
         "prompts": len(groups),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from arbiter.bundle.manifest import ModelSpec, StepReading
 from arbiter.bundle.render import InputBuilder, pad_batch
+from arbiter.bundle.steps import step_text
 from arbiter.data.steps import StepwiseExample, load_stepwise
 from arbiter.text_table import text_table
 from arbiter.training.config import TrainConfig
@@ -48,11 +49,6 @@ class StepBatch:
     def to(self, device: torch.device) -> StepBatch:
         return StepBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.row, self.position,
                                                   self.label)))  # fmt: skip
-
-
-def step_text(steps: Sequence[str], token: str) -> str:
-    """The response a PRM reads: every step followed by the step token (Qwen2.5-Math-PRM's layout)."""
-    return "".join(f"{step}{token}" for step in steps)
 
 
 def encode_steps(
