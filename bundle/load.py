@@ -94,11 +94,10 @@ def load_bundle(path: str | Path, verify_checksums: bool = True) -> Bundle:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise BundleError(f"{manifest_path}: invalid manifest: {problems}") from exc
-    if manifest.model.steps is not None:
-        raise BundleError(
-            f"{manifest_path}: a process reward model (model.steps is set); this version serves one score per "
-            "response and does not read PRM bundles"
-        )
+    if manifest.model.steps is not None and manifest.runtime != "onnx":
+        raise BundleError(f"{manifest_path}: a process reward model (model.steps) runs on ONNX Runtime only")
+    if manifest.model.steps is not None and manifest.objectives is not None:
+        raise BundleError(f"{manifest_path}: a process reward model (model.steps) has one output, not objectives")
     for name in REQUIRED_FILES[manifest.runtime]:
         if name not in manifest.files:
             raise BundleError(f"{root}: manifest lists no {name}; the bundle is incomplete")

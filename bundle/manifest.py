@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Major.minor. A reader accepts any minor of its own major; a new major means an incompatible layout.
-FORMAT_VERSION = "1.3"
+FORMAT_VERSION = "1.4"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -96,10 +96,27 @@ class Evaluation(Section):
 
 class StepReading(Section):
     """A process reward model: one score per step, the logit of P(step right) read at the token that ends each step
-    (the text is the steps, each followed by `token`). Training checkpoints carry it; bundles do not yet."""
+    (the text is the steps, each followed by `token`). 1.4: bundles carry it too; their graph gives `token_scores`,
+    one logit per token ([batch, tokens]), read at the step tokens, instead of `score`."""
 
     token: str = Field(description="the text that ends every step, one token of the tokenizer (<step>, <extra_0>)")
     token_id: int
+
+
+class StepEvaluation(Section):
+    """1.4: a process reward model's held-out step evaluation (the full report is step_eval.json)."""
+
+    data: str = Field(description="what was evaluated")
+    solutions: int
+    steps: int
+    wrong_steps: int
+    step_auc: float = Field(description="P(a right step scores above a wrong one); chance is 0.5")
+    step_auc_low: float
+    step_auc_high: float
+    position_auc: float = Field(description="the same AUC from the step's index alone: what position explains")
+    within_position_auc: float = Field(description="the AUC among steps at the same index")
+    step_accuracy: float = Field(description="steps judged right at P(right) >= 0.5")
+    first_wrong_f1: float = Field(description="ProcessBench's F1 of the first wrong step (or none) predicted")
 
 
 class ModelSpec(Section):
@@ -161,6 +178,7 @@ class Manifest(Section):
     normalization: Normalization | None = None
     eval_accuracy: float | None = None
     evaluation: Evaluation | None = None
+    step_evaluation: StepEvaluation | None = None
     training: dict[str, object] = Field(default_factory=dict)
     objectives: Objectives | None = None
     source: Source | None = None

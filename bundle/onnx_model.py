@@ -11,6 +11,7 @@ import onnxruntime as ort
 from arbiter.bundle.load import Bundle, BundleError
 from arbiter.bundle.manifest import ModelSpec
 from arbiter.bundle.render import InputBuilder, Prompt, pad_batch, score_by_length
+from arbiter.bundle.steps import read_steps
 
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
@@ -45,12 +46,13 @@ class OnnxRewardModel:
             raise BundleError(f"{model_file}: not a usable ONNX model ({exc})") from exc
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        wanted = {"score", "scores"} if objectives else {"score"}
+        wanted = {"token_scores"} if spec.steps else {"score", "scores"} if objectives else {"score"}
         if inputs != {"input_ids", "attention_mask"} or not wanted <= outputs:
             # Caught here rather than on the first request, where it would be the server's error, not the bundle's.
+            kind = "a process reward model" if spec.steps else "a reward model"
             raise BundleError(
                 f"{model_file}: the graph takes {sorted(inputs)} and gives {sorted(outputs)}; "
-                f"a reward model takes input_ids and attention_mask and gives {' and '.join(sorted(wanted))}"
+                f"{kind} takes input_ids and attention_mask and gives {' and '.join(sorted(wanted))}"
             )
         self.spec, self.builder, self.batch_size, self.objectives = spec, builder, batch_size, objectives
         self.precision = precision  # which of PRECISION_FILES `model_file` is
@@ -78,9 +80,18 @@ class OnnxRewardModel:
         )
 
     def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """[batch]: the scores; a process reward model's rows of step logits ([batch, max_length], see read_steps)."""
         ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)
+        if self.spec.steps is not None:
+            (logits,) = self.session.run(["token_scores"], {"input_ids": ids, "attention_mask": mask})
+            return read_steps(logits.astype(np.float64), ids, mask, self.spec.steps.token_id, self.spec.max_length)
         (scores,) = self.session.run(["score"], {"input_ids": ids, "attention_mask": mask})
         return scores.astype(np.float64)
+
+    def step_logits(self, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """A process reward model's logit of P(right) for each step of each sequence, in order."""
+        rows = score_by_length(sequences, self.batch_size, self.run)
+        return [row[~np.isnan(row)] for row in rows]
 
     def run_rows(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """[batch, 1 + objectives]: the score, then each objective's output."""

@@ -108,21 +108,29 @@ class AsyncRewardClient:
     async def score(
         self,
         prompts: PromptLike | Sequence[PromptLike],
-        responses: Sequence[str],
+        responses: Sequence[str | Sequence[str]],
         *,
         model: str | None = None,
         normalize: bool = False,
         sigmoid: bool = False,
+        step_aggregate: wire.StepAggregate = "min",
+        step_separator: str | None = None,
     ) -> wire.ScoreResponse:
-        """Scores of `responses`, each to its prompt (or to the one prompt given). Raw logits by default."""
+        """Scores of `responses`, each to its prompt (or to the one prompt given). Raw logits by default. For a
+        process reward model a response may be its list of steps; `steps` in the answer holds each step's score."""
         items = [
-            wire.ScoreItem(prompt=p, response=r)
+            wire.ScoreItem(prompt=p, response=r) if isinstance(r, str) else wire.ScoreItem(prompt=p, steps=list(r))
             for p, r in zip(per_item(prompts, len(responses)), responses, strict=True)
         ]
 
         def request(part: range) -> wire.ScoreRequest:
             return wire.ScoreRequest(
-                model=model or self.model, items=items[part.start : part.stop], normalize=normalize, sigmoid=sigmoid
+                model=model or self.model,
+                items=items[part.start : part.stop],
+                normalize=normalize,
+                sigmoid=sigmoid,
+                step_aggregate=step_aggregate,
+                step_separator=step_separator,
             )
 
         parts = await self._chunked(ops.SCORE, request, len(items), wire.ScoreResponse)
@@ -270,7 +278,9 @@ def merge_scores(parts: Sequence[wire.ScoreResponse | range], normalize: bool) -
     tokens: list[int] = []
     truncated: list[bool] = []
     objectives: list[dict[str, float]] = []
+    steps: list[wire.StepScores] = []
     names = first.objectives[0].keys() if first and first.objectives else None
+    failed = wire.StepScores(probabilities=[], min=math.nan, last=math.nan, product=math.nan, mean=math.nan)
     for part in parts:
         if isinstance(part, range):
             scores += [math.nan] * len(part)
@@ -278,12 +288,14 @@ def merge_scores(parts: Sequence[wire.ScoreResponse | range], normalize: bool) -
             tokens += [0] * len(part)
             truncated += [False] * len(part)
             objectives += [dict.fromkeys(names or (), math.nan) for _ in part]
+            steps += [failed] * len(part)
         else:
             scores += part.scores
             normalized += part.normalized_scores or []
             tokens += part.tokens
             truncated += part.truncated
             objectives += part.objectives or []
+            steps += part.steps or []
     return wire.ScoreResponse(
         model=first.model if first else "",
         model_version=first.model_version if first else "",
@@ -292,6 +304,7 @@ def merge_scores(parts: Sequence[wire.ScoreResponse | range], normalize: bool) -
         tokens=tokens,
         truncated=truncated,
         objectives=objectives if names is not None else None,
+        steps=steps if first and first.steps is not None else None,
     )
 
 
@@ -337,13 +350,25 @@ class RewardClient:
     def score(
         self,
         prompts: PromptLike | Sequence[PromptLike],
-        responses: Sequence[str],
+        responses: Sequence[str | Sequence[str]],
         *,
         model: str | None = None,
         normalize: bool = False,
         sigmoid: bool = False,
+        step_aggregate: wire.StepAggregate = "min",
+        step_separator: str | None = None,
     ) -> wire.ScoreResponse:
-        return self._loop.run(self._client.score(prompts, responses, model=model, normalize=normalize, sigmoid=sigmoid))
+        return self._loop.run(
+            self._client.score(
+                prompts,
+                responses,
+                model=model,
+                normalize=normalize,
+                sigmoid=sigmoid,
+                step_aggregate=step_aggregate,
+                step_separator=step_separator,
+            )
+        )
 
     def compare(
         self,

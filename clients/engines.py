@@ -73,7 +73,9 @@ class PoolingRequest(EngineWire):
 
     model: Name | None = None
     input: EngineInput = Field(min_length=1)
-    task: Literal["classify", "score"] | None = None
+    task: Literal["classify", "score", "token_classify"] | None = Field(
+        None, description="token_classify: a process reward model's step pooling (one [wrong, right] per step)"
+    )
     encoding_format: Literal["float"] = "float"
     use_activation: bool | None = Field(None, validation_alias=AliasChoices("use_activation", "activation"))
     truncate_prompt_tokens: int | None = Field(None, ge=-1)
@@ -82,7 +84,7 @@ class PoolingRequest(EngineWire):
 class PoolingData(EngineWire):
     index: int
     object: Literal["pooling"] = "pooling"
-    data: list[float]
+    data: list[float] | list[list[float]] = Field(description="the head's outputs; per step for token_classify")
 
 
 class PoolingResponse(EngineWire):

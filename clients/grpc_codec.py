@@ -91,9 +91,16 @@ def from_proto(message: Message, model_type: type[M]) -> M:
     data = _walk(data, _prompt_from_proto)
     if data.get("model") == "":
         data["model"] = None  # proto3 strings have no "unset": empty means the default model
+    if model_type is wire.ScoreRequest:
+        data["step_aggregate"] = data.get("step_aggregate") or "min"
+        for item in data.get("items", []):
+            item["steps"] = item.get("steps") or None
+            if item["steps"] is None:  # before steps, an empty response travelled as an unset one
+                item.setdefault("response", "")
     if model_type is wire.ScoreResponse:
         data["normalized_scores"] = data.get("normalized_scores") or None
         data["objectives"] = [row.get("values", {}) for row in data.get("objectives", [])] or None
+        data["steps"] = data.get("steps") or None
     if model_type is wire.JudgeRequest:  # proto3 "unset" is the empty value: let the model's defaults apply
         for field in ("mode", "sampling", "constitution", "principles"):
             if not data.get(field):
@@ -113,6 +120,12 @@ def from_proto(message: Message, model_type: type[M]) -> M:
             info.setdefault("normalization", None)
             info.setdefault("engine_up", None)
             info.setdefault("evaluation", None)
-            for field in ("objectives", "score_objective", "source_format", "engine"):  # proto3's empty is the unset
+            for field in (
+                "objectives",
+                "score_objective",
+                "source_format",
+                "engine",
+                "step_token",
+            ):  # proto3's empty is the unset
                 info[field] = info.get(field) or None
     return model_type.model_validate(data)

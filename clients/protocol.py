@@ -37,9 +37,23 @@ def plain_prompt(value: Prompt) -> PlainPrompt:
     return value if isinstance(value, str) else [m.model_dump() for m in value]
 
 
+# How a process reward model's step scores become one score; the same names as arbiter.bundle.steps.StepAggregate,
+# spelled here because clients carry no bundle code (a test checks that the two agree).
+StepAggregate = Literal["min", "last", "product", "mean"]
+
+
 class ScoreItem(Wire):
+    """A prompt and its response, or, for a process reward model, the response's `steps` in order."""
+
     prompt: Prompt
-    response: Text
+    response: Text | None = None
+    steps: list[Text] | None = Field(None, min_length=1, description="a PRM's steps, instead of `response`")
+
+    @model_validator(mode="after")
+    def one_form(self) -> ScoreItem:
+        if (self.response is None) == (self.steps is None):
+            raise ValueError("give either response or steps (a process reward model's), not both or neither")
+        return self
 
 
 class ScoreRequest(Wire):
@@ -47,6 +61,25 @@ class ScoreRequest(Wire):
     items: list[ScoreItem] = Field(min_length=1)
     normalize: bool = Field(False, description="also return (score - mean) / std with the bundle's statistics")
     sigmoid: bool = Field(False, description="return sigmoid(score) instead of the raw logit")
+    step_aggregate: StepAggregate = Field(
+        "min", description="a PRM: which reduction of the step scores is the item's score (as a logit)"
+    )
+    step_separator: Text | None = Field(
+        None,
+        min_length=1,
+        description="a PRM: what ends each step of a `response` (such as a blank line); the bundle's step token "
+        "when omitted",
+    )
+
+
+class StepScores(Wire):
+    """A process reward model's reading of one item: P(step right) for each step read, and their reductions."""
+
+    probabilities: list[float] = Field(description="one per step read; fewer than given when the item was cut")
+    min: float
+    last: float
+    product: float
+    mean: float
 
 
 class ScoreResponse(Wire):
@@ -58,6 +91,9 @@ class ScoreResponse(Wire):
     truncated: list[bool] = Field(description="whether the item's prompt or response was cut to fit")
     objectives: list[dict[str, float]] | None = Field(
         None, description="a model with several objectives: each one's raw output, per item (the score is one of them)"
+    )
+    steps: list[StepScores] | None = Field(
+        None, description="a process reward model: each item's step scores; `scores` is logit(step_aggregate)"
     )
 
 
@@ -162,6 +198,7 @@ class ModelInfo(Wire):
     engine_up: bool | None = Field(None, description="a remote model: whether the engine's health check passes")
     evaluation: ModelEvaluation | None = Field(None, description="held-out evaluation at export, when there was one")
     device: str = Field("", description="where the model runs: cpu, cuda:0, ...; empty for a remote model")
+    step_token: str | None = Field(None, description="a process reward model: the token that ends each step")
 
 
 class ModelList(Wire):

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from arbiter.bundle.steps import StepAggregate
 from arbiter.errors import NotFound
 from arbiter.rewards.parts import Part, read
 from arbiter.verifiers.registry import VERIFIERS, Rules, VerifierName
@@ -161,6 +162,11 @@ class ModelComponent(LeafComponent):
 
     kind: Literal["model"]
     model: str | None = Field(None, min_length=1)
+    # A process reward model's score is the logit of one reduction of its step scores (bundle/steps.py).
+    step_aggregate: StepAggregate | None = Field(None, description="a PRM: min (when omitted), last, product, mean")
+    step_separator: str | None = Field(
+        None, min_length=1, description="a PRM: what ends each step of the response; its step token when omitted"
+    )
 
 
 class JudgeComponent(LeafComponent):
@@ -480,10 +486,12 @@ def check_spec(
     *,
     constitutions: Mapping[str, Collection[str]] | None = None,
     sandbox_missing: str | None = None,
+    process_models: Collection[str] = (),
 ) -> None:
     """Raise SpecError unless this server can compute the spec: every model served, a judge where one is needed,
-    stored statistics (keyed by served model name) wherever `normalize` is used. With `constitutions` (name ->
-    principle names), judge components' constitutions and principles are checked too."""
+    stored statistics (keyed by served model name) wherever `normalize` is used, step options only on the served
+    `process_models`. With `constitutions` (name -> principle names), judge components' constitutions and principles
+    are checked too."""
     problems: list[str] = []
     for c in spec.components:
         if isinstance(c, ModelComponent):
@@ -492,6 +500,11 @@ def check_spec(
             elif c.model not in served_models:
                 problems.append(
                     f"component {c.name!r}: model {c.model!r} is not served; served: {sorted(served_models)}"
+                )
+            elif (c.step_aggregate or c.step_separator) and c.model not in process_models:
+                problems.append(
+                    f"component {c.name!r}: step_aggregate and step_separator are for process reward models, and "
+                    f"{c.model!r} scores whole responses"
                 )
             elif any(isinstance(t, Normalize) for t in c.transforms):
                 stats = normalization.get(c.model)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from tests.server import RunningServer
 
 PREFERENCES = ROOT.parent / "shared" / "data" / "preferences"
+GSM8K = ROOT.parent / "shared" / "data" / "verifiable" / "gsm8k_model_solutions.jsonl"
 # Checkpoints in other trainers' formats and the bundles imported from them (session fixtures).
 pytest_plugins = ["tests.reward_checkpoints"]
 
@@ -64,6 +65,45 @@ def bundle_dir(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
     out = tmp_path_factory.mktemp("bundles") / "test-minilm"
     return export_bundle(trained_run / "checkpoint", out, name="test-minilm", model_version="1").path
+
+
+@pytest.fixture(scope="session")
+def prm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, short PRM run on the GSM8K stepwise set: MiniLM with its top two blocks trained, about a minute on 2
+    cores (the lower four are run once per solution and replayed). ARBITER_TEST_RUN_CACHE keeps it as trained_run."""
+    from arbiter.data.sources import SourceSpec
+    from arbiter.training.config import TrainConfig
+    from arbiter.training.train import train
+
+    if not GSM8K.is_file():
+        pytest.skip(f"shared data not found at {GSM8K}")
+    cached = os.environ.get("ARBITER_TEST_RUN_CACHE")
+    config = TrainConfig(
+        objective="prm",
+        data=[SourceSpec(path=str(GSM8K))],
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        max_length=192,
+        max_groups_per_source=1000,
+        eval_fraction=0.2,
+        freeze_layers=4,
+        batch_size=16,
+        max_steps=60,
+        lr=2e-4,
+        head_lr=2e-3,
+        eval_every=0,
+        out=Path(cached + "-prm") if cached else tmp_path_factory.mktemp("prm") / "run",
+    )
+    if cached and (config.out / "checkpoint").is_dir():
+        return config.out
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def prm_bundle(prm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from arbiter.training.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "test-prm"
+    return export_bundle(prm_run / "checkpoint", out, name="test-prm", model_version="1").path
 
 
 @pytest.fixture(scope="session")

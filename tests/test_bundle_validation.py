@@ -82,9 +82,14 @@ def test_a_torch_runtime_bundle_needs_no_graph_but_an_onnx_one_does(copy):
     assert load_bundle(copy).manifest.runtime == "torch"
 
 
-def test_a_process_reward_model_bundle_is_refused_until_prms_are_served(copy):
+def test_a_process_reward_model_needs_a_graph_that_reads_every_token(copy):
+    """An outcome model's graph (one score) under a manifest that says PRM is refused before it serves."""
     edit_manifest(copy, lambda m: m["model"].update(steps={"token": "<step>", "token_id": 30522}))
-    with pytest.raises(BundleError, match=r"process reward model \(model\.steps is set\)"):
+    with pytest.raises(BundleError, match="a process reward model takes input_ids and attention_mask and gives "
+                                          "token_scores"):  # fmt: skip
+        OnnxRewardModel.from_bundle(load_bundle(copy))
+    edit_manifest(copy, lambda m: m.update(runtime="torch"))
+    with pytest.raises(BundleError, match="runs on ONNX Runtime only"):
         load_bundle(copy)
 
 

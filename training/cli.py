@@ -150,7 +150,13 @@ def _scorer(args: argparse.Namespace, resources: ExitStack) -> Scorer:
         from arbiter.bundle import load_bundle
         from arbiter.bundle.onnx_model import OnnxRewardModel
 
-        return OnnxRewardModel.from_bundle(load_bundle(model), args.precision)
+        bundle = load_bundle(model)
+        if bundle.manifest.model.steps is not None:
+            raise ValueError(
+                f"{model}: a process reward model, which arbiter eval does not measure yet; its step evaluation is "
+                "the bundle's step_eval.json, and bench/prm_best_of_n.py measures best-of-N"
+            )
+        return OnnxRewardModel.from_bundle(bundle, args.precision)
     import torch
 
     from arbiter.training.torch_scorer import TorchScorer
@@ -257,6 +263,13 @@ def _import_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--engine-model", help="runtime remote: the name the engine serves the model under")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 file (written only with --eval-data)")
+    p.add_argument(
+        "--step-token",
+        help="a process reward model, read at this token after every step: Math-Shepherd's step tag (a *ForCausalLM) "
+        "or Qwen2.5-Math-PRM's <extra_0> (a two-class head); --eval-data is then stepwise rows",
+    )
+    p.add_argument("--good-token", default="+", help="Math-Shepherd layout: the token whose logit says right")
+    p.add_argument("--bad-token", default="-", help="Math-Shepherd layout: the token whose logit says wrong")
     _int8_gate_arguments(p)
     _fusion_argument(p)
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest |difference| allowed (default: 1e-4)")
@@ -265,6 +278,28 @@ def _import_parser(commands: argparse._SubParsersAction) -> None:
 
 def _run_import(args: argparse.Namespace) -> int:
     from arbiter.training.importing.importer import import_model, import_remote
+
+    if args.step_token:
+        from arbiter.training.importing.step_importer import import_step_model
+
+        if args.runtime != "onnx" or args.objective:
+            raise ValueError("a process reward model (--step-token) is imported to runtime onnx, with one output")
+        steps = import_step_model(
+            args.checkpoint,
+            args.out,
+            args.step_token,
+            good_token=args.good_token,
+            bad_token=args.bad_token,
+            name=args.name,
+            model_version=args.model_version,
+            max_length=args.max_length,
+            chat_template=args.chat_template,
+            eval_data=args.eval_data,
+            tolerance=args.tolerance,
+            fuse=not args.no_fuse,
+        )
+        print(f"bundle written: {steps.path} (a process reward model, read at {args.step_token!r})")
+        return 0
 
     if args.runtime == "remote":
         from arbiter.bundle.manifest import Engine

@@ -37,9 +37,12 @@ from arbiter.training.evaluate import (
     pairs_from_scores,
     spearman,
     to_json,
+    write_json,
 )
 from arbiter.training.model import RewardModel
 from arbiter.training.model_card import model_card
+from arbiter.training.step_bundle import check_steps, step_evaluation
+from arbiter.training.step_metrics import format_step_metrics
 from arbiter.training.torch_scorer import TorchScorer
 
 OPSET = 18
@@ -75,9 +78,16 @@ def export_bundle(
 ) -> Bundle:
     checkpoint = Path(checkpoint)
     model, tokenizer = load_checkpoint(checkpoint)
-    if model.spec.steps is not None:
-        raise ValueError(f"{checkpoint}: a process reward model; bundles of PRMs (a score per step) are not built yet")
     builder = model.input_builder(tokenizer)
+    if model.spec.steps is not None:
+        eval_path = Path(eval_data or checkpoint.parent / "eval.jsonl")
+        return staged(
+            Path(out),
+            lambda staging: _write_step_bundle(
+                staging, model, tokenizer, builder, eval_path, checkpoint, name, model_version, parity_items,
+                tolerance, fuse,
+            ),
+        )  # fmt: skip
     groups = eval_groups(eval_data or checkpoint.parent / "eval.jsonl")
     eval_source = f"`{eval_data}`" if eval_data else "the training run's held-out split (prompts it never saw)"
     return staged(
@@ -130,9 +140,9 @@ def new_manifest(name: str, model_version: str | None, **fields: object) -> Mani
     )
 
 
-def seal(staging: Path, manifest: Manifest, eval_result: Metrics | None) -> None:
+def seal(staging: Path, manifest: Manifest, eval_result: Metrics | None, step_table: str | None = None) -> None:
     """The model card, then the manifest with the checksums of everything else: written last."""
-    (staging / "README.md").write_text(model_card(manifest, eval_result))
+    (staging / "README.md").write_text(model_card(manifest, eval_result, step_table))
     manifest.files = {p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()}
     (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
 
@@ -176,10 +186,6 @@ def _write_bundle(
     )
     int8_report = int8_file(staging, spec, builder, groups, sequences, scores, int8_gate) if int8 else None
 
-    train_config = checkpoint.parent / "config.yaml"
-    training_info: dict[str, object] = {"checkpoint": str(checkpoint.resolve())}
-    if train_config.is_file():
-        training_info["config"] = train_config.read_text()
     manifest = new_manifest(
         name or checkpoint.parent.name,
         model_version,
@@ -190,9 +196,46 @@ def _write_bundle(
         normalization=normalization,
         eval_accuracy=float(result["accuracy"]),
         evaluation=evaluation_section(pairs, eval_source),
-        training=training_info,
+        training=_training_info(checkpoint),
     )
     seal(staging, manifest, result)
+
+
+def _write_step_bundle(
+    staging: Path, model: RewardModel, tokenizer: PreTrainedTokenizerBase, builder: InputBuilder, eval_path: Path,
+    checkpoint: Path, name: str | None, model_version: str | None, parity_items: int, tolerance: float, fuse: bool,
+) -> None:  # fmt: skip
+    """A process reward model's bundle: the graph gives every token's logit, read at the step tokens. No int8 file:
+    its gate is defined on preference pairs, and no PRM has been measured against it."""
+    tokenizer.save_pretrained(staging)
+    builder.tokenizer.save(str(staging / "tokenizer.json"))
+    graph = export_onnx(model, staging / "model.onnx", ["token_scores"], fuse)
+    fp32 = OnnxRewardModel(staging / "model.onnx", model.spec, builder)
+    parity, result = check_steps(model, builder, fp32, eval_path, parity_items, tolerance)
+    if not parity.max_abs_diff <= tolerance:
+        raise ExportError(f"ONNX step logits differ from torch by {parity.max_abs_diff:.2e} (> {tolerance:.0e}), or "
+                          "read other steps; bundle not written")  # fmt: skip
+    table = format_step_metrics(result)
+    print(table, flush=True)
+    write_json(result, staging / "step_eval.json")
+    manifest = new_manifest(
+        name or checkpoint.parent.name,
+        model_version,
+        model=model.spec,
+        parity=parity,
+        graph=graph,
+        step_evaluation=step_evaluation(result, str(eval_path)),
+        training=_training_info(checkpoint),
+    )
+    seal(staging, manifest, None, table)
+
+
+def _training_info(checkpoint: Path) -> dict[str, object]:
+    train_config = checkpoint.parent / "config.yaml"
+    info: dict[str, object] = {"checkpoint": str(checkpoint.resolve())}
+    if train_config.is_file():
+        info["config"] = train_config.read_text()
+    return info
 
 
 def eval_groups(path: Path) -> list[PreferenceGroup]:

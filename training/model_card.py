@@ -6,7 +6,8 @@ from arbiter.bundle.manifest import Evaluation, Manifest, SourceEvaluation
 from arbiter.training.evaluate import Metrics, format_table
 
 
-def model_card(manifest: Manifest, eval_result: Metrics | None) -> str:
+def model_card(manifest: Manifest, eval_result: Metrics | None, step_table: str | None = None) -> str:
+    """`step_table`: a process reward model's step evaluation, as format_step_metrics prints it."""
     spec = manifest.model
     int8 = manifest.int8
     if int8 is None:
@@ -38,13 +39,23 @@ def model_card(manifest: Manifest, eval_result: Metrics | None) -> str:
         ),
         ("int8", int8_line),
     ]
+    if spec.steps is not None:
+        rows[1] = (
+            "pooling",
+            f"none: one logit per step, read at every `{spec.steps.token}` (id {spec.steps.token_id})",
+        )
+        rows[3] = ("score", "per step: the logit of P(step right); a solution's score reduces them (min by default)")
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     evaluation = _evaluation(manifest.evaluation) if manifest.evaluation else "Not evaluated (no preference data)."
+    kind = "A scalar reward model for RLHF"
+    if manifest.step_evaluation is not None:
+        kind = "A process reward model (a score for every step of a solution)"
+        evaluation = f"On {manifest.step_evaluation.data}:\n\n```\n{step_table or ''}\n```"
     if eval_result:
         evaluation += f"\n\n```\n{format_table(eval_result)}\n```"
     return f"""# {manifest.name} ({manifest.model_version})
 
-A scalar reward model for RLHF, written by Arbiter {manifest.arbiter_version}.
+{kind}, written by Arbiter {manifest.arbiter_version}.
 Bundle format {manifest.format_version}: see Arbiter's docs/bundle.md.
 
 | | |

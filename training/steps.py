@@ -143,11 +143,18 @@ class StepObjective:
         write_json(result, run / "step_eval.json")
 
 
-@torch.no_grad()
 def step_probabilities(
     model: RewardModel, items: Sequence[EncodedSteps], device: torch.device, batch_size: int = 16
 ) -> list[np.ndarray]:
     """P(right) of every step read, per solution, in the order of `items`."""
+    return [1 / (1 + np.exp(-logits)) for logits in step_logit_rows(model, items, device, batch_size)]
+
+
+@torch.no_grad()
+def step_logit_rows(
+    model: RewardModel, items: Sequence[EncodedSteps], device: torch.device, batch_size: int = 16
+) -> list[np.ndarray]:
+    """The logit of P(right) of every step read, per solution, in the order of `items`."""
     was_training = model.training
     model.eval()
     out: list[np.ndarray] = [np.empty(0)] * len(items)
@@ -156,9 +163,9 @@ def step_probabilities(
         chunk = order[start : start + batch_size]
         batch = collate_steps([items[i] for i in chunk], model.spec.pad_token_id, model.spec.padding_side,
                               last_step_only=False).to(device)  # fmt: skip
-        p = torch.sigmoid(step_logits(model(batch.input_ids, batch.attention_mask).float(), batch)).cpu().numpy()
+        logits = step_logits(model(batch.input_ids, batch.attention_mask).float(), batch).cpu().numpy()
         rows = batch.row.cpu().numpy()
         for local, index in enumerate(chunk):
-            out[index] = p[rows == local].astype(np.float64)
+            out[index] = logits[rows == local].astype(np.float64)
     model.train(was_training)
     return out

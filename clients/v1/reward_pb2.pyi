@@ -30,27 +30,33 @@ class Prompt(_message.Message):
     def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[Conversation, _Mapping]] = ...) -> None: ...
 
 class ScoreItem(_message.Message):
-    __slots__ = ("prompt", "response")
+    __slots__ = ("prompt", "response", "steps")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     prompt: Prompt
     response: str
-    def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., response: _Optional[str] = ...) -> None: ...
+    steps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., response: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model", "items", "normalize", "sigmoid")
+    __slots__ = ("model", "items", "normalize", "sigmoid", "step_aggregate", "step_separator")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     SIGMOID_FIELD_NUMBER: _ClassVar[int]
+    STEP_AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    STEP_SEPARATOR_FIELD_NUMBER: _ClassVar[int]
     model: str
     items: _containers.RepeatedCompositeFieldContainer[ScoreItem]
     normalize: bool
     sigmoid: bool
-    def __init__(self, model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., normalize: _Optional[bool] = ..., sigmoid: _Optional[bool] = ...) -> None: ...
+    step_aggregate: str
+    step_separator: str
+    def __init__(self, model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., normalize: _Optional[bool] = ..., sigmoid: _Optional[bool] = ..., step_aggregate: _Optional[str] = ..., step_separator: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("model", "model_version", "scores", "normalized_scores", "tokens", "truncated", "objectives")
+    __slots__ = ("model", "model_version", "scores", "normalized_scores", "tokens", "truncated", "objectives", "steps")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +64,7 @@ class ScoreResponse(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     scores: _containers.RepeatedScalarFieldContainer[float]
@@ -65,7 +72,22 @@ class ScoreResponse(_message.Message):
     tokens: _containers.RepeatedScalarFieldContainer[int]
     truncated: _containers.RepeatedScalarFieldContainer[bool]
     objectives: _containers.RepeatedCompositeFieldContainer[Objectives]
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., normalized_scores: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[bool]] = ..., objectives: _Optional[_Iterable[_Union[Objectives, _Mapping]]] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[StepScores]
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., normalized_scores: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[bool]] = ..., objectives: _Optional[_Iterable[_Union[Objectives, _Mapping]]] = ..., steps: _Optional[_Iterable[_Union[StepScores, _Mapping]]] = ...) -> None: ...
+
+class StepScores(_message.Message):
+    __slots__ = ("probabilities", "min", "last", "product", "mean")
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    min: float
+    last: float
+    product: float
+    mean: float
+    def __init__(self, probabilities: _Optional[_Iterable[float]] = ..., min: _Optional[float] = ..., last: _Optional[float] = ..., product: _Optional[float] = ..., mean: _Optional[float] = ...) -> None: ...
 
 class Objectives(_message.Message):
     __slots__ = ("values",)
@@ -188,7 +210,7 @@ class ModelEvaluation(_message.Message):
     def __init__(self, data: _Optional[str] = ..., overall: _Optional[_Union[AccuracyReport, _Mapping]] = ..., by_source: _Optional[_Mapping[str, AccuracyReport]] = ..., ece: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default", "objectives", "score_objective", "source_format", "engine", "engine_up", "evaluation", "device")
+    __slots__ = ("name", "version", "base_model", "architecture", "max_length", "precision", "eval_accuracy", "normalization", "default", "objectives", "score_objective", "source_format", "engine", "engine_up", "evaluation", "device", "step_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +227,7 @@ class ModelInfo(_message.Message):
     ENGINE_UP_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    STEP_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     base_model: str
@@ -221,7 +244,8 @@ class ModelInfo(_message.Message):
     engine_up: bool
     evaluation: ModelEvaluation
     device: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ..., objectives: _Optional[_Iterable[str]] = ..., score_objective: _Optional[str] = ..., source_format: _Optional[str] = ..., engine: _Optional[str] = ..., engine_up: _Optional[bool] = ..., evaluation: _Optional[_Union[ModelEvaluation, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
+    step_token: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., base_model: _Optional[str] = ..., architecture: _Optional[str] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., eval_accuracy: _Optional[float] = ..., normalization: _Optional[_Union[Normalization, _Mapping]] = ..., default: _Optional[bool] = ..., objectives: _Optional[_Iterable[str]] = ..., score_objective: _Optional[str] = ..., source_format: _Optional[str] = ..., engine: _Optional[str] = ..., engine_up: _Optional[bool] = ..., evaluation: _Optional[_Union[ModelEvaluation, _Mapping]] = ..., device: _Optional[str] = ..., step_token: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

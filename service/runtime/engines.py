@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from arbiter.bundle.render import Encoded
+from arbiter.bundle.steps import probabilities
 from arbiter.clients.engines import (
     ClassifyData,
     ClassifyRequest,
@@ -73,6 +74,18 @@ class EngineService:
         self, model: ServedModel, inputs: Sequence[str | list[int]], keep_end: bool, limit: int | None, strict: bool
     ) -> tuple[np.ndarray, list[Encoded]]:
         """[inputs, outputs]: each input's head outputs (every objective, or the one score)."""
+        encoded = self._admitted(model, inputs, keep_end, limit, strict)
+        scores, objectives = await model.run_objectives(encoded)
+        histogram = self.metrics.scores.labels(model.name)
+        for score in scores:
+            histogram.observe(score)
+        rows = objectives if objectives is not None else scores[:, None]
+        return rows, encoded
+
+    def _admitted(
+        self, model: ServedModel, inputs: Sequence[str | list[int]], keep_end: bool, limit: int | None, strict: bool
+    ) -> list[Encoded]:
+        """The inputs encoded as the engines do (texts as they are, or token ids), within every limit."""
         self.limits.items(len(inputs))
         if limit == -1:
             limit = None
@@ -91,12 +104,7 @@ class EngineService:
                 details={"limit": "max_length", "max": builder.max_length, "inputs": over},
             )
         self.limits.tokens([encoded])
-        scores, objectives = await model.run_objectives(encoded)
-        histogram = self.metrics.scores.labels(model.name)
-        for score in scores:
-            histogram.observe(score)
-        rows = objectives if objectives is not None else scores[:, None]
-        return rows, encoded
+        return encoded
 
     def _labels(self, model: ServedModel) -> list[str]:
         return model.objectives or [SINGLE_LABEL]
@@ -131,6 +139,8 @@ class EngineService:
         )
 
     async def pooling(self, request: PoolingRequest) -> PoolingResponse:
+        if request.task == "token_classify" or self._model(request.model).steps is not None:
+            return await self._step_pooling(request)
         # A classification head's pooled outputs; activation, as vLLM's classify pooler, on unless turned off.
         model, rows, encoded = await self._engine(
             request.model, request.input, request.use_activation, request.truncate_prompt_tokens
@@ -140,6 +150,33 @@ class EngineService:
             created=int(time.time()),
             model=request.model or model.name,
             data=[PoolingData(index=i, data=row.tolist()) for i, row in enumerate(rows)],
+            usage=self._usage(encoded),
+        )
+
+    async def _step_pooling(self, request: PoolingRequest) -> PoolingResponse:
+        """vLLM's step pooling of a process reward model (Qwen2.5-Math-PRM's layout): each input's text marks its
+        steps with the model's step token, and each step gets two classes, [wrong, right]: probabilities, or with
+        activation off logits whose softmax they are ([0, the step's logit])."""
+        model = self._model(request.model)
+        if model.steps is None:
+            raise InvalidInput(f"{model.name} is not a process reward model: token_classify reads a score at each step")
+        if request.task not in (None, "token_classify"):
+            raise InvalidInput(f"{model.name} is a process reward model: its pooling task is token_classify")
+        limit = None if request.truncate_prompt_tokens == -1 else request.truncate_prompt_tokens
+        encoded = self._admitted(model, as_inputs(request.input), True, limit, strict=False)
+        logits = await model.step_logits(encoded)
+        raw = request.use_activation is False
+        data = [
+            PoolingData(
+                index=i, data=[[0.0, z] if raw else [1 - p, p] for z, p in zip(row, probabilities(row), strict=True)]
+            )
+            for i, row in enumerate(logits)
+        ]
+        return PoolingResponse(
+            id=f"pool-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=request.model or model.name,
+            data=data,
             usage=self._usage(encoded),
         )
 

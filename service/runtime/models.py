@@ -16,8 +16,9 @@ import numpy as np
 from arbiter.bundle import BundleError, Manifest, load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import Encoded, InputBuilder, Prompt
+from arbiter.bundle.steps import DEFAULT_STEP_AGGREGATE, reduced_logit, split_steps, step_text
 from arbiter.clients.protocol import ModelEvaluation, ModelInfo, Normalization
-from arbiter.errors import ModelNotFound, NotReady
+from arbiter.errors import InvalidInput, ModelNotFound, NotReady
 from arbiter.service.runtime.batcher import Batcher, BatchObserver
 from arbiter.service.runtime.health import Health
 from arbiter.service.runtime.remote import RemotePolicy, RemoteRunner, open_remote
@@ -102,6 +103,7 @@ class ServedModel:
         self.name, self.manifest, self.runner = name, manifest, runner
         self.precision = runner.precision
         self.objectives = manifest.objectives.names if manifest.objectives else None
+        self.steps = manifest.model.steps  # a process reward model: its rows are step logits (read_steps)
         try:  # the first run allocates; a model that cannot run is a bad bundle, found here rather than per request
             if not isinstance(
                 runner, RemoteRunner
@@ -117,7 +119,7 @@ class ServedModel:
             policy.max_queue,
             observer,
             name,
-            columns=1 + len(self.objectives) if self.objectives else 1,
+            columns=manifest.model.max_length if self.steps else 1 + len(self.objectives) if self.objectives else 1,
             cores=None if isinstance(runner, RemoteRunner) else cores,  # an engine's batches run on its own hardware
         )
 
@@ -130,9 +132,33 @@ class ServedModel:
     def version(self) -> str:
         return self.manifest.model_version
 
-    async def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Encoded]:
-        """Tokenized off the event loop, whatever the size: one long text must not stall both faces."""
-        return await asyncio.to_thread(self.runner.builder.encode_many, prompts, responses)
+    async def encode(
+        self, prompts: Sequence[Prompt], responses: Sequence[str | Sequence[str]], separator: str | None = None
+    ) -> list[Encoded]:
+        """Tokenized off the event loop, whatever the size: one long text must not stall both faces. A response is
+        a text or, for a process reward model, its steps; a PRM's text is split into steps at `separator` (default:
+        its step token)."""
+        if self.steps is not None:
+            texts = [
+                self._step_text(p, r, separator, i) for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+            ]
+        elif any(not isinstance(r, str) for r in responses) or separator is not None:
+            raise InvalidInput(f"{self.name} is not a process reward model: give each item's response, not its steps")
+        else:
+            texts = [r for r in responses if isinstance(r, str)]
+        return await asyncio.to_thread(self.runner.builder.encode_many, prompts, texts)
+
+    def _step_text(self, prompt: Prompt, response: str | Sequence[str], separator: str | None, index: int) -> str:
+        assert self.steps is not None
+        token = self.steps.token
+        steps = split_steps(response, separator or token) if isinstance(response, str) else list(response)
+        prompt_texts = [prompt] if isinstance(prompt, str) else [m["content"] for m in prompt]
+        if any(token in text for text in (*prompt_texts, *steps)):
+            raise InvalidInput(
+                f"item {index}: its text holds {token!r}, the token that ends each step of {self.name}, so its steps "
+                "cannot be told apart; remove it, or give the steps with another separator"
+            )
+        return step_text(steps, token)
 
     async def run(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """Scores sequences already admitted (see admission.py) through this model's batching queue."""
@@ -140,9 +166,26 @@ class ServedModel:
         return scores
 
     async def run_objectives(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The scores and, for a model with several objectives, each objective's output ([items, objectives])."""
+        """The scores and, for a model with several objectives, each objective's output ([items, objectives]). A
+        process reward model's score is the logit of its default step aggregate."""
+        if self.steps is not None:
+            logits = await self.step_logits(encoded)
+            return np.array([reduced_logit(row, DEFAULT_STEP_AGGREGATE) for row in logits]), None
         rows = await self.batcher.score([e.ids for e in encoded])
         return (rows[:, 0], rows[:, 1:]) if self.objectives else (rows, None)
+
+    async def step_logits(self, encoded: Sequence[Encoded]) -> list[np.ndarray]:
+        """A process reward model's logit of P(right) for each step read, per sequence (one forward pass each)."""
+        assert self.steps is not None, "a process reward model"
+        token_id = self.steps.token_id
+        if missing := [i for i, e in enumerate(encoded) if token_id not in e.ids]:
+            raise InvalidInput(
+                f"item {missing[0]} has no step to score: no {self.steps.token!r} within the model's "
+                f"{self.manifest.model.max_length} tokens (the first step is too long, or the text marks no step)",
+                details={"items": missing},
+            )
+        rows = await self.batcher.score([e.ids for e in encoded])
+        return [row[~np.isnan(row)] for row in rows]
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:
         stats = self.manifest.normalization
@@ -170,6 +213,7 @@ class ServedModel:
             engine_up=self.runner.up if isinstance(self.runner, RemoteRunner) else None,
             evaluation=ModelEvaluation.model_validate(m.evaluation.model_dump()) if m.evaluation else None,
             device=str(self.runner.device),
+            step_token=self.steps.token if self.steps else None,
         )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from arbiter.bundle.render import Prompt
+from arbiter.bundle.steps import DEFAULT_STEP_AGGREGATE, reduced_logit
 from arbiter.clients.adapters.groups import group_id
 from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.protocol import (
@@ -115,6 +116,7 @@ class RewardPipelines:
                     self.judging is not None,
                     normalization,
                     sandbox_missing=self.verification.sandbox_missing,
+                    process_models={name for name, model in self.registry.models.items() if model.steps},
                 )
             except SpecError as exc:
                 if library.sources[name].parent == BUILTIN:
@@ -280,13 +282,15 @@ class RewardPipelines:
             part: [read(i.response, part) for i in items]
             for part in {c.part for c in sources if isinstance(c, ModelComponent | JudgeComponent)}
         }
-        # A model is encoded once per part its components read.
-        reading = {(c.model, c.part) for c in sources if isinstance(c, ModelComponent)}
-        models = {name: self.registry.get(name) for name, _ in reading}
+        # A model is encoded once per part its components read (and, for a PRM, per step separator).
+        reading = {(c.model, c.part, c.step_separator) for c in sources if isinstance(c, ModelComponent)}
+        models = {name: self.registry.get(name) for name, _, _ in reading}
         encoded = dict(
             zip(
                 reading,
-                await asyncio.gather(*(models[name].encode(prompts, reads[part]) for name, part in reading)),
+                await asyncio.gather(
+                    *(models[name].encode(prompts, reads[part], separator) for name, part, separator in reading)
+                ),
                 strict=True,
             )
         )
@@ -300,11 +304,18 @@ class RewardPipelines:
         verifiers = [c for c in sources if isinstance(c, VerifierComponent)]
         reservation = self.verification.admit(verifiers, items)  # last: nothing below can refuse the request
         checked: dict[str, Checked] = {}
+        step_runs: dict[tuple[str | None, str, str | None], asyncio.Future[list[np.ndarray]]] = {}
 
         async def fetch(component: LeafComponent) -> np.ndarray:
             if isinstance(component, ModelComponent):
                 assert component.model is not None  # the server names the default model before it serves a spec
-                return await models[component.model].run(encoded[component.model, component.part])
+                model, key = models[component.model], (component.model, component.part, component.step_separator)
+                if model.steps is None:
+                    return await model.run(encoded[key])
+                if key not in step_runs:  # one forward pass per solution, however many aggregates read it
+                    step_runs[key] = asyncio.ensure_future(model.step_logits(encoded[key]))
+                how = component.step_aggregate or DEFAULT_STEP_AGGREGATE
+                return np.array([reduced_logit(row, how) for row in await step_runs[key]])
             if isinstance(component, VerifierComponent):
                 checked[component.name] = await self.verification.check(component, items, reservation)
                 return checked[component.name].values

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from arbiter.bundle.render import Encoded, Prompt
+from arbiter.bundle.steps import STEP_AGGREGATES, aggregate, probabilities, reduced_logit
 from arbiter.clients.adapters.openrlhf import split_queries
 from arbiter.clients.protocol import (
     ComparePair,
@@ -20,8 +21,10 @@ from arbiter.clients.protocol import (
     OpenRLHFRewardResponse,
     RankRequest,
     RankResponse,
+    ScoreItem,
     ScoreRequest,
     ScoreResponse,
+    StepScores,
     plain_prompt,
 )
 from arbiter.errors import InvalidInput
@@ -34,6 +37,15 @@ from arbiter.service.runtime.models import ModelRegistry, ServedModel
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
+
+
+def _content(item: ScoreItem) -> str | list[str]:
+    return item.steps if item.steps is not None else item.response or ""
+
+
+def _step_scores(logits: np.ndarray) -> StepScores:
+    p = probabilities(logits)
+    return StepScores(probabilities=p.tolist(), **{how: aggregate(p, how) for how in STEP_AGGREGATES})
 
 
 def _judge_version(verdicts: JudgeResponse) -> str:
@@ -54,9 +66,13 @@ class ScoringService:
         return scores, encoded
 
     async def _score_objectives(
-        self, model: ServedModel, prompts: Sequence[Prompt], responses: Sequence[str]
+        self,
+        model: ServedModel,
+        prompts: Sequence[Prompt],
+        responses: Sequence[str | Sequence[str]],
+        separator: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None, list[Encoded]]:
-        encoded = await model.encode(prompts, responses)
+        encoded = await model.encode(prompts, responses, separator)
         self.limits.tokens([encoded])
         scores, objectives = await model.run_objectives(encoded)
         histogram = self.metrics.scores.labels(model.name)
@@ -73,8 +89,10 @@ class ScoringService:
         if JudgeService.is_judge_model(request.model):
             return await self._judge_scores(request, caller)
         model = self.registry.get(request.model)
-        prompts, responses = [plain_prompt(i.prompt) for i in request.items], [i.response for i in request.items]
-        raw, objectives, encoded = await self._score_objectives(model, prompts, responses)
+        if model.steps is not None:
+            return await self._step_scores(model, request)
+        prompts, responses = [plain_prompt(i.prompt) for i in request.items], [_content(i) for i in request.items]
+        raw, objectives, encoded = await self._score_objectives(model, prompts, responses, request.step_separator)
         scores = _sigmoid(raw) if request.sigmoid else raw
         names = model.objectives or []
         return ScoreResponse(
@@ -89,11 +107,35 @@ class ScoringService:
             else None,
         )
 
+    async def _step_scores(self, model: ServedModel, request: ScoreRequest) -> ScoreResponse:
+        """A process reward model: every step's P(right) in one forward pass per item, and the score is the logit
+        of the aggregate the request chose, so that compare-style uses (sigmoid, differences) still hold."""
+        prompts = [plain_prompt(i.prompt) for i in request.items]
+        encoded = await model.encode(prompts, [_content(i) for i in request.items], request.step_separator)
+        self.limits.tokens([encoded])
+        logits = await model.step_logits(encoded)
+        steps = [_step_scores(row) for row in logits]
+        raw = np.array([reduced_logit(row, request.step_aggregate) for row in logits])
+        histogram = self.metrics.scores.labels(model.name)
+        for s in raw:
+            histogram.observe(s)
+        return ScoreResponse(
+            model=model.name,
+            model_version=model.version,
+            scores=(_sigmoid(raw) if request.sigmoid else raw).tolist(),
+            normalized_scores=model.normalize(raw).tolist() if request.normalize else None,
+            tokens=[len(e.ids) for e in encoded],
+            truncated=[e.truncated for e in encoded],
+            steps=steps,
+        )
+
     async def _judge_scores(self, request: ScoreRequest, caller: Principal) -> ScoreResponse:
         """A judge standing in for a reward model: the same request and answer, scores on [0, 1]."""
+        if request.step_separator is not None or any(i.steps is not None for i in request.items):
+            raise InvalidInput("the judge scores whole responses: give each item's response, not its steps")
         judging = self._judge(caller, request.model or "")
         prompts = [i.prompt for i in request.items]
-        verdicts, scores = await judging.scores(request.model or "", prompts, [i.response for i in request.items])
+        verdicts, scores = await judging.scores(request.model or "", prompts, [i.response or "" for i in request.items])
         return ScoreResponse(
             model=request.model or "",
             model_version=_judge_version(verdicts),

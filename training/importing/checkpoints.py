@@ -64,6 +64,18 @@ class Described:
     pooling: Literal["classifier", "last_non_pad", "last_token"]
 
 
+def describe_process_model(checkpoint: str) -> Described:
+    """A process reward model's config and tokenizer (step_models.py reads its layout from the architectures)."""
+    path = weights.resolve(checkpoint)
+    if (Path(path) / ADAPTER_CONFIG).is_file():
+        raise ValueError(f"{path}: a PEFT adapter; merge it into its process reward model first, then import that")
+    config = AutoConfig.from_pretrained(path)
+    architectures = list(getattr(config, "architectures", None) or [])
+    source = Source(format="transformers", checkpoint=checkpoint, architectures=architectures)
+    architecture: Literal["encoder", "decoder"] = "encoder" if detect_architecture(config) == "encoder" else "decoder"
+    return Described(path, None, config, load_tokenizer(path), source, architecture, ["right"], "last_token")
+
+
 def describe(checkpoint: str) -> Described:
     path = weights.resolve(checkpoint)
     adapter: str | None = None
@@ -146,7 +158,7 @@ def _openrlhf(described: Described) -> ImportedCheckpoint:
     path, config = described.path, described.config
     prefix = str(getattr(config, "value_head_prefix", None) or "score")
     backbone = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
-    weight = _tensor(Path(path), f"{prefix}.weight")
+    weight = tensor_of(Path(path), f"{prefix}.weight")
     head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
     head.weight.data.copy_(weight.float())
     wrapped = ImportedRewardModel(backbone, head, "last_token", None).eval()
@@ -172,7 +184,7 @@ def objective_index(labels: list[str], objective: str | None) -> int:
     raise ValueError(f"no objective named {objective!r}; the model's labels are {', '.join(labels)}")
 
 
-def _tensor(folder: Path, name: str) -> torch.Tensor:
+def tensor_of(folder: Path, name: str) -> torch.Tensor:
     """One tensor of a checkpoint, from its safetensors file(s) or pytorch_model.bin."""
     index = folder / "model.safetensors.index.json"
     weight_map = json.loads(index.read_text()).get("weight_map", {}) if index.is_file() else {}

@@ -121,7 +121,7 @@ def import_remote(
             model_version,
             model=spec,
             objectives=objectives,
-            source=_recorded(described.source),
+            source=recorded_source(described.source),
             runtime="remote",
             engine=engine,
         )
@@ -130,7 +130,7 @@ def import_remote(
     return staged(Path(out), write)
 
 
-def _recorded(source: Source) -> Source:
+def recorded_source(source: Source) -> Source:
     """Local paths made absolute, so that a server started elsewhere finds them; hub ids as given."""
     local = Path(source.checkpoint)
     checkpoint = str(local.resolve()) if local.exists() else source.checkpoint
@@ -226,7 +226,7 @@ def _write(
         eval_accuracy=float(result["accuracy"]) if result else None,
         evaluation=evaluation_section(pairs, "the eval data given at import") if pairs is not None else None,
         objectives=objectives,
-        source=_recorded(imported.described.source),
+        source=recorded_source(imported.described.source),
         runtime=runtime,
     )
     seal(staging, manifest, result)

@@ -37,3 +37,28 @@ SAMPLES: list[tuple[Prompt, str]] = [
     ("Write a haiku about autumn.", "Crisp leaves drift and fall\nthe maple lets go of red\nwind carries the year"),
     ("", "An answer to an empty prompt."),
 ]
+
+# Solutions step by step for a process reward model's parity: right and wrong steps, one step and many, a chat
+# prompt, and one long enough to be cut (a cut solution keeps the steps whose token fits).
+STEP_SAMPLES: list[tuple[Prompt, list[str]]] = [
+    ("Tom has 3 apples and buys 4 more. How many apples does he have?", ["3 + 4 = 7.", "The answer is 7."]),
+    ("Tom has 3 apples and buys 4 more. How many apples does he have?", ["3 + 4 = 8.", "The answer is 8."]),
+    ("What is 12 times 11?", ["12 * 11 = 132."]),
+    (
+        [
+            {"role": "system", "content": "Solve step by step."},
+            {"role": "user", "content": "A pen costs $2. Cost of 5?"},
+        ],
+        ["Each pen costs $2.", "5 pens cost 5 * 2 = $10.", "The answer is $10."],
+    ),
+    (
+        "A train travels 60 km per hour for 2.5 hours. How far does it go?",
+        ["Distance is speed times time.", "60 * 2.5 = 150.", "It travels 150 km."],
+    ),
+    (
+        "Sum the numbers from 1 to 40, adding one at a time.",
+        [f"{i * (i - 1) // 2} + {i} = {i * (i + 1) // 2}." for i in range(1, 41)],
+    ),
+    ("Écris 7 + 5 en toutes lettres.", ["7 + 5 = 12.", "Douze."]),
+    ("", ["An answer to an empty prompt, in one step."]),
+]
