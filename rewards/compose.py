@@ -15,6 +15,7 @@ import numpy as np
 from arbiter.rewards.running import RunningStats
 from arbiter.rewards.spec import (
     EnsembleComponent,
+    GroupJudgeComponent,
     JudgeComponent,
     Llama2Component,
     ModelComponent,
@@ -24,6 +25,9 @@ from arbiter.rewards.spec import (
     topological_order,
 )
 from arbiter.rewards.transforms import TransformContext, apply_transforms
+
+# The leaves whose values the server fetches (models, judges, verifiers) rather than compose computing them.
+FETCHED = (ModelComponent, JudgeComponent, GroupJudgeComponent, VerifierComponent)
 
 
 @dataclass
@@ -54,7 +58,7 @@ def running_key(spec: RewardSpec, component: str | None = None) -> str:
 
 
 def _check_raw(spec: RewardSpec, raw: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    fetched = [c.name for c in spec.components if isinstance(c, ModelComponent | JudgeComponent | VerifierComponent)]
+    fetched = [c.name for c in spec.components if isinstance(c, FETCHED)]
     problems: list[str] = []
     missing = [name for name in fetched if name not in raw]
     if missing:
@@ -109,7 +113,7 @@ def compose(
     extras: dict[str, np.ndarray] = {}
     for c in topological_order(spec):
         stats = None
-        if isinstance(c, ModelComponent | JudgeComponent | VerifierComponent):
+        if isinstance(c, FETCHED):
             values = fetched[c.name]
             leaves[c.name] = values
             stats = normalization.get(c.model) if isinstance(c, ModelComponent) and c.model is not None else None

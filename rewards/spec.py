@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from arbiter.bundle.steps import StepAggregate
 from arbiter.errors import NotFound
+from arbiter.rewards.group_compare import GroupReward, PairStrategy
 from arbiter.rewards.parts import Part, read
 from arbiter.verifiers.registry import VERIFIERS, Rules, VerifierName
 
@@ -177,6 +178,20 @@ class JudgeComponent(LeafComponent):
     principles: list[str] | None = Field(None, min_length=1)
 
 
+class GroupJudgeComponent(LeafComponent):
+    """The LLM judge comparing the responses of each group (the items sharing a `group` id: GRPO's responses to one
+    prompt), each pair in both orders, and one reward per response from those comparisons (rewards/group_compare.py):
+    `bradley_terry` strengths (logit scale, mean 0 per group) or the `win_rate` (on [0, 1]). `pairs`: every pair, or
+    `circular` (each response against the next: n judge calls for n responses). The share of each response's
+    comparisons whose two orders picked different responses comes back as the extra `<name>.inconsistent`."""
+
+    kind: Literal["group_judge"]
+    constitution: str | None = None
+    principles: list[str] | None = Field(None, min_length=1)
+    pairs: PairStrategy = "all_pairs"
+    reward: GroupReward = "bradley_terry"
+
+
 class RuleComponent(LeafComponent):
     """Computed from the item itself: the length of the response (or of its `part`) in words (str.split) or
     characters."""
@@ -252,7 +267,13 @@ class Llama2Component(_Component):
 
 
 ComponentSpec = Annotated[
-    ModelComponent | JudgeComponent | RuleComponent | VerifierComponent | EnsembleComponent | Llama2Component,
+    ModelComponent
+    | JudgeComponent
+    | GroupJudgeComponent
+    | RuleComponent
+    | VerifierComponent
+    | EnsembleComponent
+    | Llama2Component,
     Field(discriminator="kind"),
 ]
 
@@ -517,7 +538,7 @@ def check_spec(
                     problems.append(f"component {c.name!r}: model {c.model!r}'s stored mean/std {stats} are unusable")
         elif isinstance(c, VerifierComponent) and c.verifier == "code" and sandbox_missing is not None:
             problems.append(f"component {c.name!r}: the code verifier needs the sandbox, and {sandbox_missing}")
-        elif isinstance(c, JudgeComponent):
+        elif isinstance(c, JudgeComponent | GroupJudgeComponent):
             if not judge_available:
                 problems.append(f"component {c.name!r}: a judge component, and this server has no judge")
             elif constitutions is not None:

@@ -40,6 +40,7 @@ from arbiter.rewards.parts import read
 from arbiter.rewards.running import RunningStats
 from arbiter.rewards.spec import (
     BUILTIN,
+    GroupJudgeComponent,
     JudgeComponent,
     LeafComponent,
     ModelComponent,
@@ -54,10 +55,13 @@ from arbiter.rewards.telemetry import CanaryMonitor, SpecTelemetry, register_met
 from arbiter.service.access.control import Principal
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.admission import Limits
+from arbiter.service.runtime.group_judging import GroupJudgement
 from arbiter.service.runtime.judging import JudgeService
 from arbiter.service.runtime.models import ModelRegistry
 from arbiter.service.runtime.verifying import Checked, VerificationService
 
+# The leaves that read (a part of) the response text: models and judges.
+READERS = (ModelComponent, JudgeComponent, GroupJudgeComponent)
 log = logging.getLogger("arbiter.rewards")
 
 
@@ -199,7 +203,7 @@ class RewardPipelines:
     async def reward(self, request: RewardRequest, caller: Principal) -> RewardResponse:
         self.limits.items(len(request.items))
         spec = self.spec(request.spec)
-        if any(isinstance(c, JudgeComponent) for c in leaves(spec)):
+        if any(isinstance(c, JudgeComponent | GroupJudgeComponent) for c in leaves(spec)):
             caller.require("judge", f"the reward spec {spec.name!r} (it has a judge component)")
         items = [
             ItemContext(
@@ -280,7 +284,9 @@ class RewardPipelines:
         prompts = [i.prompt for i in items]
         reads = {  # each part of the responses that a model or a judge reads
             part: [read(i.response, part) for i in items]
-            for part in {c.part for c in sources if isinstance(c, ModelComponent | JudgeComponent)}
+            for part in {
+                c.part for c in sources if isinstance(c, ModelComponent | JudgeComponent | GroupJudgeComponent)
+            }
         }
         # A model is encoded once per part its components read (and, for a PRM, per step separator).
         reading = {(c.model, c.part, c.step_separator) for c in sources if isinstance(c, ModelComponent)}
@@ -298,12 +304,16 @@ class RewardPipelines:
         judged = {
             c.name: self._judge_request(c, prompts, reads[c.part]) for c in sources if isinstance(c, JudgeComponent)
         }
-        for judge_request in judged.values():
+        grouped = {
+            c.name: GroupJudgement.plan(c, items, reads[c.part]) for c in sources if isinstance(c, GroupJudgeComponent)
+        }
+        for judge_request in [*judged.values(), *(g.request for g in grouped.values())]:
             assert self.judging is not None  # checked when the spec was loaded
             self.judging.admit(judge_request)
         verifiers = [c for c in sources if isinstance(c, VerifierComponent)]
         reservation = self.verification.admit(verifiers, items)  # last: nothing below can refuse the request
         checked: dict[str, Checked] = {}
+        group_extras: dict[str, np.ndarray] = {}
         step_runs: dict[tuple[str | None, str, str | None], asyncio.Future[list[np.ndarray]]] = {}
 
         async def fetch(component: LeafComponent) -> np.ndarray:
@@ -320,6 +330,11 @@ class RewardPipelines:
                 checked[component.name] = await self.verification.check(component, items, reservation)
                 return checked[component.name].values
             assert self.judging is not None
+            if isinstance(component, GroupJudgeComponent):
+                plan = grouped[component.name]
+                values, inconsistent = plan.rewards((await self.judging.judge(plan.request)).verdicts)
+                group_extras[f"{component.name}.inconsistent"] = inconsistent
+                return values
             verdicts = (await self.judging.judge(judged[component.name])).verdicts
             return np.array([v.score for v in verdicts], dtype=np.float64)
 
@@ -336,6 +351,7 @@ class RewardPipelines:
             result = compose(spec, raw, items, normalization=normalization, running=self.running, update=update)
         except ValueError as exc:  # e.g. group_norm on items without a group id: the caller's to fix
             raise InvalidInput(str(exc)) from exc
+        result.extras.update(group_extras)
         return result, checked
 
     @staticmethod
@@ -360,9 +376,10 @@ class RewardPipelines:
 
     def start_canaries(self, pairs: list[tuple[object, str, str]]) -> None:
         """Scores the canary pairs through every spec on a schedule, without touching running statistics. Specs
-        with verifier components are left out: canary pairs carry no labels to verify against."""
+        with verifier components are left out (canary pairs carry no labels to verify against), and so are those with
+        group_judge components (nor groups to compare within)."""
         for name, telemetry in self.telemetry.items():
-            if any(c.kind == "verifier" for c in self.spec(name).components):
+            if any(c.kind in ("verifier", "group_judge") for c in self.spec(name).components):
                 continue
             telemetry.canary = CanaryMonitor(pairs)
 
