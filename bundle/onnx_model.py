@@ -11,7 +11,14 @@ import onnxruntime as ort
 from arbiter.bundle.load import Bundle, BundleError
 from arbiter.bundle.manifest import ModelSpec
 from arbiter.bundle.render import InputBuilder, Prompt, pad_batch, score_by_length
-from arbiter.bundle.steps import read_steps
+from arbiter.bundle.steps import (
+    DEFAULT_STEP_AGGREGATE,
+    StepAggregate,
+    read_steps,
+    reduced_logit,
+    split_steps,
+    step_text,
+)
 
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
@@ -105,4 +112,24 @@ class OnnxRewardModel:
         return score_by_length(sequences, self.batch_size, self.run)
 
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:
+        if self.spec.steps is not None:
+            return self.solution_scores(prompts, responses)
         return self.score_ids([e.ids for e in self.builder.encode_many(prompts, responses)])
+
+    def solution_scores(
+        self,
+        prompts: Sequence[Prompt],
+        responses: Sequence[str],
+        separator: str | None = None,
+        how: StepAggregate = DEFAULT_STEP_AGGREGATE,
+    ) -> np.ndarray:
+        """A process reward model's score of each response as a whole: its steps (split at `separator`, by default
+        the step token) read in one pass, the logit of their aggregate `how`, as the server's default score."""
+        assert self.spec.steps is not None, "a process reward model"
+        token = self.spec.steps.token
+        texts = [step_text(split_steps(r, separator or token), token) for r in responses]
+        logits = self.step_logits([e.ids for e in self.builder.encode_many(prompts, texts)])
+        if empty := [i for i, row in enumerate(logits) if not len(row)]:
+            raise ValueError(f"response {empty[0]} has no step within the model's {self.spec.max_length} tokens "
+                             "(its first step is too long)")  # fmt: skip
+        return np.array([reduced_logit(row, how) for row in logits])

@@ -33,12 +33,10 @@ def aggregate(p: np.ndarray, how: StepAggregate) -> float:
 
 
 def split_steps(response: str, separator: str) -> list[str]:
-    """A response's steps: the parts between separators. A separator at the end closes the last step rather than
-    opening an empty one; a response without a separator is one step."""
-    parts = response.split(separator)
-    if len(parts) > 1 and parts[-1] == "":
-        parts.pop()
-    return parts
+    """A response's steps: the parts between separators that hold more than whitespace (a separator at the end, or
+    two in a row, open no empty step: training data has none); a response without a separator is one step."""
+    parts = [part for part in response.split(separator) if part.strip()]
+    return parts or [response]
 
 
 def read_steps(logits: np.ndarray, ids: np.ndarray, mask: np.ndarray, token_id: int, width: int) -> np.ndarray:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -24,6 +26,7 @@ from arbiter.clients.v1 import reward_pb2_grpc
 from arbiter.rewards.spec import SpecError, check_spec, parse_spec
 from tests.server import running_server
 
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "verifiable" / "gsm8k_model_solutions.jsonl"
 QUESTION = "Tom has 3 apples and buys 4 more. He gives 2 away. How many apples does he have?"
 RIGHT = ["He has 3 + 4 = 7 apples.", "He keeps 7 - 2 = 5.", "A: 5"]
 WRONG = ["He has 3 + 4 = 8 apples.", "He keeps 8 - 2 = 6.", "A: 6"]
@@ -236,3 +239,28 @@ def test_the_wire_names_the_same_aggregates_as_the_bundle():
     from typing import get_args
 
     assert get_args(wire.StepAggregate) == STEP_AGGREGATES
+
+
+def test_arbiter_eval_scores_a_prm_by_its_steps_as_the_server_does(prm_server, prm_bundle: Path, tmp_path: Path):
+    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[:6]]
+    (tmp_path / "solutions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = [{"prompt": r["question"], "chosen": right["solution"], "rejected": wrong["solution"]} for r in rows
+             for right in r["solutions"][:4] if right["is_correct"] for wrong in r["solutions"][:4]
+             if not wrong["is_correct"]]  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    done = subprocess.run([sys.executable, "-m", "arbiter.cli", "eval", str(prm_bundle), "--data",
+                           str(tmp_path / "pairs.jsonl"), "--solutions", str(tmp_path / "solutions.jsonl"),
+                           "--step-separator", "\n", "--out", str(tmp_path / "eval")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "best_of_solutions.json").read_text())
+    picked = []
+    for row in rows:  # the server's pick: the highest min over the solution's lines as steps
+        solutions = row["solutions"]
+        answer = httpx.post(prm_server.url + "/v1/score", json={"model": "prm", "step_separator": "\n", "items": [
+            {"prompt": row["question"], "response": s["solution"]} for s in solutions]}).json()  # fmt: skip
+        top = np.asarray(answer["scores"]) == max(answer["scores"])
+        picked.append(np.mean([s["is_correct"] for s, t in zip(solutions, top, strict=True) if t]))
+    assert report["questions"] == 6 and report["reward_model"]["accuracy"] == pytest.approx(np.mean(picked))
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluated["pairs"] == len(pairs) > 0

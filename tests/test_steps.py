@@ -172,6 +172,8 @@ def test_step_metrics_on_known_answers():
     assert m["first_wrong"]["with_wrong_step"]["accuracy"] == 0.5  # q1's first found at 1; q2's predicted at 1, not 0
     assert m["first_wrong"]["all_right"]["accuracy"] == 1.0
     assert m["first_wrong"]["f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
+    precision = m["first_wrong"]["precision"]  # two solutions with a predicted wrong step, q1's the right one
+    assert (precision["count"], precision["accuracy"]) == (2, 0.5)
     best = m["best_of_n"]
     assert best["prompts"] == 2 and best["random"] == 0.5 and best["oracle"] == 1.0
     assert best["by_aggregate"]["min"]["accuracy"] == 1.0  # q1: min 0.7 beats 0.2; q2: 0.55 beats 0.3

@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arbiter.bundle.steps import STEP_AGGREGATES
 from arbiter.cli_options import add_data_flag, add_model_flags, given_flags, load_data_flag
 
 if TYPE_CHECKING:
@@ -94,6 +95,17 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
         help="also best-of-N on graded solutions (rows: question, solutions [{solution, is_correct}], as GSM8K's "
         "example_model_solutions): how often the top-scored solution is correct, against random and the oracle",
     )
+    p.add_argument(
+        "--step-separator",
+        help="a process reward model (bundle): what ends each step of a response, such as a newline (default: its "
+        "step token)",
+    )
+    p.add_argument(
+        "--step-aggregate",
+        choices=STEP_AGGREGATES,
+        default="min",
+        help="a process reward model (bundle): the step scores' reduction that scores a response (default: min)",
+    )
     p.set_defaults(run=_run_eval)
 
 
@@ -150,13 +162,12 @@ def _scorer(args: argparse.Namespace, resources: ExitStack) -> Scorer:
         from arbiter.bundle import load_bundle
         from arbiter.bundle.onnx_model import OnnxRewardModel
 
-        bundle = load_bundle(model)
-        if bundle.manifest.model.steps is not None:
-            raise ValueError(
-                f"{model}: a process reward model, which arbiter eval does not measure yet; its step evaluation is "
-                "the bundle's step_eval.json, and bench/prm_best_of_n.py measures best-of-N"
+        onnx = OnnxRewardModel.from_bundle(load_bundle(model), args.precision)
+        if onnx.spec.steps is not None:  # a PRM scores each response as a solution: its steps' aggregate
+            return lambda prompts, responses: onnx.solution_scores(
+                prompts, responses, args.step_separator, args.step_aggregate
             )
-        return OnnxRewardModel.from_bundle(bundle, args.precision)
+        return onnx
     import torch
 
     from arbiter.training.torch_scorer import TorchScorer

@@ -34,9 +34,10 @@ class Auc(TypedDict):
 
 
 class FirstWrong(TypedDict):
-    with_wrong_step: Share
+    with_wrong_step: Share  # recall: solutions with a wrong step whose first one was found exactly
     all_right: Share
     f1: float
+    precision: Share  # solutions where a first wrong step was predicted: it is the labelled one
 
 
 class BestOfN(TypedDict):
@@ -120,12 +121,16 @@ def _first_wrong(solutions: list[tuple[np.ndarray, np.ndarray]]) -> FirstWrong:
 
     wrong_hits: list[bool] = []
     right_hits: list[bool] = []
+    predicted_hits: list[bool] = []
     for labels, p in solutions:
         truth, predicted = first(~labels.astype(bool)), first(p < 0.5)
         (right_hits if truth == -1 else wrong_hits).append(truth == predicted)
+        if predicted != -1:
+            predicted_hits.append(truth == predicted)
     with_wrong, all_right = share(np.asarray(wrong_hits, bool)), share(np.asarray(right_hits, bool))
     a, b = with_wrong["accuracy"], all_right["accuracy"]
-    return {"with_wrong_step": with_wrong, "all_right": all_right, "f1": 2 * a * b / (a + b) if a + b else 0.0}
+    return {"with_wrong_step": with_wrong, "all_right": all_right, "f1": 2 * a * b / (a + b) if a + b else 0.0,
+            "precision": share(np.asarray(predicted_hits, bool))}  # fmt: skip
 
 
 def _best_of_n(examples: Sequence[StepwiseExample], probabilities: Sequence[np.ndarray]) -> BestOfN:
@@ -160,7 +165,8 @@ def format_step_metrics(m: StepMetrics) -> str:
         ["step AUC of position alone", auc_text(m["position_auc"])],
         ["step AUC within a position (content)", auc_text(m["within_position_auc"])],
         ["step accuracy at P=0.5", pct(m["step_accuracy"])],
-        ["first wrong step found (solutions with one)", pct(m["first_wrong"]["with_wrong_step"])],
+        ["first wrong step found: recall (solutions with one)", pct(m["first_wrong"]["with_wrong_step"])],
+        ["first wrong step right: precision (where one is predicted)", pct(m["first_wrong"]["precision"])],
         ["no wrong step predicted (all-right solutions)", pct(m["first_wrong"]["all_right"])],
         ["first wrong step F1 (ProcessBench)", f"{m['first_wrong']['f1']:.3f}"],
     ]
