@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arbiter.bundle.steps import STEP_AGGREGATES
+from arbiter.bundle.steps import DEFAULT_STEP_AGGREGATE, STEP_AGGREGATES
 from arbiter.cli_options import add_data_flag, add_model_flags, given_flags, load_data_flag
 
 if TYPE_CHECKING:
@@ -103,8 +103,9 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--step-aggregate",
         choices=STEP_AGGREGATES,
-        default="min",
-        help="a process reward model (bundle): the step scores' reduction that scores a response (default: min)",
+        default=DEFAULT_STEP_AGGREGATE,
+        help="a process reward model (bundle): the step scores' reduction that scores a response (default: "
+        f"{DEFAULT_STEP_AGGREGATE})",
     )
     p.set_defaults(run=_run_eval)
 
