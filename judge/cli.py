@@ -111,8 +111,6 @@ def _setup(args: argparse.Namespace) -> JudgeSetup:
 
 
 def _open_judge(args: argparse.Namespace) -> Judge:
-    from arbiter.judge.judging import Judge
-
     given = given_flags(args, JudgeSettings)
     given.setdefault("judge_concurrency", args.batch_size)  # a pair in flight is a backend call in flight
     settings = JudgeSettings.model_validate(given)
@@ -123,7 +121,7 @@ def _open_judge(args: argparse.Namespace) -> Judge:
     backend = settings.open_backend()
     if backend is None:
         raise ValueError("this command needs a judge: --judge-backend local or openai")
-    return Judge(backend, library, settings.open_cache(), settings.default_constitution)
+    return settings.open_judge(backend, library)
 
 
 def _judging(judge: Judge, work: Coroutine[Any, Any, Result]) -> Result:

@@ -16,6 +16,7 @@ from arbiter.judge.backends import open_backend
 from arbiter.judge.backends.base import JudgeBackend
 from arbiter.judge.cache import VerdictCache
 from arbiter.judge.constitution import ConstitutionLibrary
+from arbiter.judge.judging import Judge
 
 
 class JudgeSettings(BaseModel):
@@ -37,8 +38,14 @@ class JudgeSettings(BaseModel):
         default_factory=list, description="constitution files or folders of *.yaml, beside the built-in ones"
     )
     default_constitution: str = Field("default", description="the constitution used when a request names none")
+    judge_max_reasoning_tokens: int = Field(
+        160, gt=0, description="tokens the judge may write before its score or choice (a rationale, a chain of thought)"
+    )
     judge_cache_size: int = Field(100_000, ge=0, description="verdicts kept in memory (0: no cache)")
     judge_cache_path: str | None = Field(None, description="SQLite file that keeps verdicts across restarts")
+
+    def open_judge(self, backend: JudgeBackend, library: ConstitutionLibrary) -> Judge:
+        return Judge(backend, library, self.open_cache(), self.default_constitution, self.judge_max_reasoning_tokens)
 
     def open_library(self) -> ConstitutionLibrary:
         """The built-in constitutions and the configured ones; ConstitutionError on a bad file, NotFound when the

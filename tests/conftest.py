@@ -109,9 +109,12 @@ def prm_bundle(prm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real `arbiter serve` (HTTP and gRPC) on the test bundle, named `rm`, for every test that only talks to it."""
-    from tests.server import running_server
+    from tests.server import JUDGE_TOKENS, running_server
 
-    with running_server(tmp_path_factory.mktemp("logs"), "--bundles", f"rm={bundle_dir}", "--max-items", "64") as s:
+    # The local judge writes its rationales on the CPU, and these tests read verdicts, not prose: a short rationale
+    # (test_server_judge checks the cap holds) keeps a judge-backed request to seconds.
+    flags = ["--bundles", f"rm={bundle_dir}", "--max-items", "64", "--judge-max-reasoning-tokens", str(JUDGE_TOKENS)]
+    with running_server(tmp_path_factory.mktemp("logs"), *flags) as s:
         yield s
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import httpx
 
+# judge_max_reasoning_tokens of the session server (conftest.py), which tests of the judge read.
+JUDGE_TOKENS = 48
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -18,7 +18,7 @@ from arbiter.clients import RewardClient
 from arbiter.clients.v1 import reward_pb2 as pb
 from arbiter.clients.v1 import reward_pb2_grpc
 from tests.judge_server import transformers_serve
-from tests.server import free_port, running_server
+from tests.server import JUDGE_TOKENS, free_port, running_server
 
 PAIR = {"prompt": "What is the capital of France?", "response_a": "Paris.", "response_b": "I like turtles."}
 
@@ -63,6 +63,15 @@ def test_judge_over_http_and_grpc_with_the_local_model(server):
     assert metric(server.url, "arbiter_judge_cache_lookups", result="hit") >= 2
     assert metric(server.url, "arbiter_judge_pairwise_total") >= 4
     assert metric(server.url, "arbiter_judge_seconds_count", mode="pairwise") >= 1
+
+
+def test_a_rationale_is_cut_at_judge_max_reasoning_tokens(server):
+    body = {"mode": "absolute", "principles": ["helpful"], "items": [{"prompt": PAIR["prompt"], "response": "Paris."}]}
+    answer = judge(server.url, {**body, "rationale": True})
+    assert answer.status_code == 200, answer.text
+    (verdict,) = answer.json()["verdicts"]
+    # The rationale, then at most the 8-token reminder for a score line when none could be read from it.
+    assert 0 < verdict["completion_tokens"] <= JUDGE_TOKENS + 8 and verdict["principles"][0]["rationale"]
 
 
 def test_judge_backed_scores_compare_and_rank_through_the_client(server):

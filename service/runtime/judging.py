@@ -18,7 +18,7 @@ from arbiter.clients.protocol import (
 )
 from arbiter.errors import JudgeBackendDown, JudgeOff, JudgeTimeout, NotReady
 from arbiter.judge.backends.base import BackendError, JudgeBackend
-from arbiter.judge.judging import Judge, JudgeParseError
+from arbiter.judge.judging import JudgeParseError
 from arbiter.judge.settings import JudgeSettings
 from arbiter.service.metrics import Metrics
 from arbiter.service.runtime.admission import Limits
@@ -43,10 +43,8 @@ class JudgeService:
         self.settings, self.metrics, self.limits = settings, metrics, limits
         self.library = settings.open_library()  # ConstitutionError: a bad file
         self.backend: JudgeBackend | None = settings.open_backend()
-        self.cache = settings.open_cache()
-        self.judge_ = (
-            Judge(self.backend, self.library, self.cache, settings.default_constitution) if self.backend else None
-        )
+        self.judge_ = settings.open_judge(self.backend, self.library) if self.backend else None
+        self.cache = self.judge_.cache if self.judge_ else settings.open_cache()
 
     def constitutions(self) -> ConstitutionList:
         default = self.settings.default_constitution
