@@ -7,6 +7,8 @@ TORCH_SPEC ?= torch==2.13.0
 PREFERENCES ?= ../shared/data/preferences
 DEFAULT_DATA ?= $(wildcard $(PREFERENCES)/*.jsonl)
 DEFAULT_BUNDLE ?= bundles/default
+# pytest-xdist workers for `make test`: much of the suite waits on servers it started, so two keep 2 cores busy.
+TEST_WORKERS ?= 2
 
 .PHONY: setup run bundle test test-tools typecheck lint proto bench clean
 
@@ -98,7 +100,7 @@ test: setup test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MAKE) --no-print-directory typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf runs bundles build .pytest_cache .mypy_cache

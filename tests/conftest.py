@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 if TYPE_CHECKING:
@@ -22,6 +23,46 @@ pytest_plugins = ["tests.reward_checkpoints"]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# `make test` runs the suite on two pytest-xdist workers with --dist loadfile: a test file runs whole on one worker,
+# so its module fixtures are made once. These files take `cases` (tests/reward_checkpoints.py), which holds models in
+# memory and costs minutes to build, so they run on one worker together.
+SHARING_A_WORKER = {
+    f"tests/{name}.py": "cases" for name in ["test_import", "test_engine_routes", "test_remote_backend"]
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getvalue("dist") != "loadfile":
+        return None  # pytest-xdist's own scheduler for the mode asked for
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFileOrShared(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return SHARING_A_WORKER.get(file, file)
+
+    return ByFileOrShared(config, log)
+
+
+def made_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, done: str, make: Callable[[Path], object], kept: bool = False
+) -> Path:
+    """The folder `name`, made by `make(folder)` once for the whole run: the pytest-xdist workers of one run share the
+    folder above their own base folders, and the first to come makes it while the others wait on its lock. A folder
+    is made when it holds `done`. A `kept` folder (a training run) lives in ARBITER_TEST_RUN_CACHE where that is set,
+    and so lasts between local pytest invocations (CI never sets it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cache = os.environ.get("ARBITER_TEST_RUN_CACHE")
+    root = Path(cache) if kept and cache else shared
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / name
+    with FileLock(shared / f"{name}.lock"):
+        if not (folder / done).exists():
+            make(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def preferences() -> Path:
     if not PREFERENCES.is_dir():
@@ -31,79 +72,62 @@ def preferences() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(preferences: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, short MiniLM run on the shared HH-RLHF file: about a minute and a half on 2 cores.
-
-    ARBITER_TEST_RUN_CACHE names a folder that keeps this run between local pytest invocations (CI never sets it)."""
+    """A real, short MiniLM run on the shared HH-RLHF file: about a minute and a half on 2 cores."""
     from arbiter.data.sources import SourceSpec
     from arbiter.training.config import TrainConfig
     from arbiter.training.train import train
 
-    config = TrainConfig(
-        data=[SourceSpec(path=str(preferences / "hh_rlhf_harmless.jsonl"))],
-        base_model="sentence-transformers/all-MiniLM-L6-v2",
-        max_length=64,
-        batch_size=16,
-        max_steps=40,
-        lr=5e-5,
-        head_lr=2e-3,
-        eval_fraction=0.2,
-        log_every=5,
-        eval_every=20,
-        out=Path(cached)
-        if (cached := os.environ.get("ARBITER_TEST_RUN_CACHE"))
-        else tmp_path_factory.mktemp("run") / "minilm",
-        name="test-minilm",
-    )
-    if cached and (config.out / "checkpoint").is_dir():
-        return config.out
-    return train(config)
+    def run(out: Path) -> None:
+        train(TrainConfig(
+            data=[SourceSpec(path=str(preferences / "hh_rlhf_harmless.jsonl"))],
+            base_model="sentence-transformers/all-MiniLM-L6-v2",
+            max_length=64, batch_size=16, max_steps=40, lr=5e-5, head_lr=2e-3,
+            eval_fraction=0.2, log_every=5, eval_every=20, out=out, name="test-minilm",
+        ))  # fmt: skip
+
+    return made_once(tmp_path_factory, "minilm", "checkpoint", run, kept=True)
 
 
 @pytest.fixture(scope="session")
 def bundle_dir(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from arbiter.training.export import export_bundle
 
-    out = tmp_path_factory.mktemp("bundles") / "test-minilm"
-    return export_bundle(trained_run / "checkpoint", out, name="test-minilm", model_version="1").path
+    def export(out: Path) -> None:
+        export_bundle(trained_run / "checkpoint", out, name="test-minilm", model_version="1")
+
+    return made_once(tmp_path_factory, "test-minilm", "manifest.json", export)
 
 
 @pytest.fixture(scope="session")
 def prm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, short PRM run on the GSM8K stepwise set: MiniLM with its top two blocks trained, about a minute on 2
-    cores (the lower four are run once per solution and replayed). ARBITER_TEST_RUN_CACHE keeps it as trained_run."""
+    cores (the lower four are run once per solution and replayed)."""
     from arbiter.data.sources import SourceSpec
     from arbiter.training.config import TrainConfig
     from arbiter.training.train import train
 
     if not GSM8K.is_file():
         pytest.skip(f"shared data not found at {GSM8K}")
-    cached = os.environ.get("ARBITER_TEST_RUN_CACHE")
-    config = TrainConfig(
-        objective="prm",
-        data=[SourceSpec(path=str(GSM8K))],
-        base_model="sentence-transformers/all-MiniLM-L6-v2",
-        max_length=192,
-        max_groups_per_source=1000,
-        eval_fraction=0.2,
-        freeze_layers=4,
-        batch_size=16,
-        max_steps=60,
-        lr=2e-4,
-        head_lr=2e-3,
-        eval_every=0,
-        out=Path(cached + "-prm") if cached else tmp_path_factory.mktemp("prm") / "run",
-    )
-    if cached and (config.out / "checkpoint").is_dir():
-        return config.out
-    return train(config)
+
+    def run(out: Path) -> None:
+        train(TrainConfig(
+            objective="prm", data=[SourceSpec(path=str(GSM8K))],
+            base_model="sentence-transformers/all-MiniLM-L6-v2",
+            max_length=192, max_groups_per_source=1000, eval_fraction=0.2, freeze_layers=4,
+            batch_size=16, max_steps=60, lr=2e-4, head_lr=2e-3, eval_every=0, out=out,
+        ))  # fmt: skip
+
+    return made_once(tmp_path_factory, "prm", "checkpoint", run, kept=True)
 
 
 @pytest.fixture(scope="session")
 def prm_bundle(prm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from arbiter.training.export import export_bundle
 
-    out = tmp_path_factory.mktemp("bundles") / "test-prm"
-    return export_bundle(prm_run / "checkpoint", out, name="test-prm", model_version="1").path
+    def export(out: Path) -> None:
+        export_bundle(prm_run / "checkpoint", out, name="test-prm", model_version="1")
+
+    return made_once(tmp_path_factory, "test-prm", "manifest.json", export)
 
 
 @pytest.fixture(scope="session")
