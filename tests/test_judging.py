@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from arbiter.clients.protocol import JudgeRequest, JudgeResponse
@@ -344,6 +345,31 @@ def test_local_smollm2_judges_with_exact_option_logprobs(local_judge):
     assert all(1 <= p.score <= 5 and p.method == "logprobs" for p in scored.principles)
     assert math.isclose(scored.score, sum(p.normalized for p in scored.principles) / 2)
     assert asyncio.run(local_judge.judge(absolute)).verdicts[0].principles[0].cached
+
+
+def test_options_of_several_tokens_score_as_a_whole_pass_reads_them(local_judge):
+    """Spellings of more than one token run on the prompt's key-value cache: each must read as a full teacher-forced
+    pass of the prompt and that spelling reads it, option after option (the cache is cut back between them)."""
+    import torch
+
+    backend = local_judge.backend
+    messages = [{"role": "user", "content": "Which city is the capital of France? Answer with its name."}]
+    options = ["Paris", "Lyon", "Marseille", "Toulouse"]
+    got = asyncio.run(backend.option_logprobs(messages, options)).logprobs
+    tokenizer, model = backend._load()
+    ids = backend._prompt_ids(messages, "")
+    expected, several = [], 0
+    for option in options:
+        spellings = {tuple(tokenizer(v, add_special_tokens=False)["input_ids"]) for v in (option, " " + option)}
+        several += sum(len(v) > 1 for v in spellings)
+        whole = []
+        for v in spellings:
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(torch.tensor([ids + list(v)])).logits[0].float(), -1)
+            whole.append(sum(float(logprobs[len(ids) - 1 + k, t]) for k, t in enumerate(v)))
+        expected.append(float(torch.logsumexp(torch.tensor(whole), 0)))
+    assert several >= 4  # the cached path ran, more than once
+    assert all(lp is not None for lp in got) and np.allclose(got, expected, atol=1e-4), (got, expected)
 
 
 def test_local_judge_writes_a_rationale(local_judge):
