@@ -34,6 +34,7 @@ from arbiter.data.load import load_source
 from arbiter.data.schema import PreferenceGroup
 from arbiter.data.sources import SourceSpec
 from arbiter.text_table import text_table
+from arbiter.training.batching import encode_groups
 from arbiter.training.export import DEFAULT_GATE, eval_groups, fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def calibration_sequences(paths: list[Path], held_out: list[PreferenceGroup], bu
     for path in paths:
         groups, _ = load_source(SourceSpec(path=str(path)))
         kept = [g for g in groups if g.prompt_key not in held][:CALIBRATION_GROUPS]
-        sequences += [e.ids for g in kept for e in builder.encode_many([g.prompt] * len(g.responses), g.responses)]
+        sequences += [ids for item in encode_groups(kept, builder) for ids in item.ids]
     return sequences
 
 
@@ -134,7 +135,7 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     spec, builder = bundle.manifest.model, bundle.input_builder()
     groups = eval_groups(args.data)
-    sequences = [e.ids for g in groups for e in builder.encode_many([g.prompt] * len(g.responses), g.responses)]
+    sequences = [ids for item in encode_groups(groups, builder) for ids in item.ids]
     source = bundle.path / "model.onnx"
     graph = onnx.load(str(source), load_external_data=False).graph
     kinds = products(graph)
@@ -171,13 +172,13 @@ def main() -> None:
     report = None
     with tempfile.TemporaryDirectory() as tmp:
         for label, (model, options) in variants.items():
-            start = Path(tmp) / "model.onnx"
+            start = model if isinstance(model, Path) else Path(tmp) / "model.onnx"
             if isinstance(model, onnx.ModelProto):
                 onnx.save(model, str(start))
                 drift = float(np.abs(timed(start)[0] - fp32).max())
                 print(f"{label}: the smoothed float graph moves scores by at most {drift:.1e}")
             target = Path(tmp) / "model.int8.onnx"
-            quantize_dynamic(str(start if isinstance(model, onnx.ModelProto) else model), str(target), **options)
+            quantize_dynamic(str(start), str(target), **options)
             scores, seconds = timed(target)
             report = fidelity(groups, fp32, scores, DEFAULT_GATE)
             rows.append(

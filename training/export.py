@@ -28,6 +28,7 @@ from arbiter.bundle.render import InputBuilder
 from arbiter.data.load import load_source
 from arbiter.data.schema import PreferenceGroup
 from arbiter.data.sources import SourceSpec
+from arbiter.training.batching import encode_groups
 from arbiter.training.checkpoint import load_checkpoint
 from arbiter.training.evaluate import (
     Metrics,
@@ -169,7 +170,7 @@ def _write_bundle(
     graph = export_onnx(model, staging / "model.onnx", ["score"], fuse)
     fp32 = OnnxRewardModel(staging / "model.onnx", spec, builder)
 
-    sequences = [e.ids for g in groups for e in builder.encode_many([g.prompt] * len(g.responses), g.responses)]
+    sequences = [ids for item in encode_groups(groups, builder) for ids in item.ids]
     if not sequences:
         raise ExportError("no evaluation data: give --eval-data, or export a checkpoint of a run with an eval split")
     parity = _parity(model, builder, fp32, sequences[:parity_items], tolerance)
