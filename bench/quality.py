@@ -81,7 +81,7 @@ def run_arbiter(data: Path, steps: int | None, out: Path) -> tuple[Path, int, fl
     trained = time.perf_counter() - started
     taken = int(json.loads((run / "train_summary.json").read_text())["steps"])
     started = time.perf_counter()
-    bundle = export_bundle(run / "checkpoint", out / "bundle", name="arbiter", int8=False).path
+    bundle = export_bundle(run / "checkpoint", out / "bundle", name="arbiter", int8=False, bf16=False).path
     return bundle, taken, trained, time.perf_counter() - started
 
 

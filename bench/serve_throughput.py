@@ -185,6 +185,7 @@ class InProcess:
 
     def __init__(self, runner: Runner, texts: Texts) -> None:
         from arbiter.service.runtime.batcher import Batcher, BatchStats
+        from arbiter.service.runtime.models import default_batch_tokens
         from arbiter.service.settings import ServerSettings
 
         self.sequences = [e.ids for e in runner.builder.encode_many([p for p, _ in texts], [r for _, r in texts])]
@@ -198,8 +199,7 @@ class InProcess:
             def observe_dropped(self, sequences: int) -> None:
                 pass
 
-        defaults = ServerSettings.model_fields
-        tokens, size = defaults["max_batch_tokens"].default, defaults["max_batch_size"].default
+        tokens, size = default_batch_tokens(runner), ServerSettings.model_fields["max_batch_size"].default
         self.batcher = Batcher(runner.run, tokens, size, 0.0, len(self.sequences), Observer(), "in-process")
         asyncio.run(self.batcher.score(self.sequences[:WARMUP_TEXTS]))
 

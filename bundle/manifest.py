@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Major.minor. A reader accepts any minor of its own major; a new major means an incompatible layout.
-FORMAT_VERSION = "1.4"
+FORMAT_VERSION = "1.5"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -37,14 +37,15 @@ class Parity(Section):
     tolerance: float
 
 
-class Int8Report(Section):
-    """How the int8 file scores next to fp32 on the eval data, and whether it passed the gate that keeps it.
+class FidelityReport(Section):
+    """How a reduced-precision file (int8; 1.5: bf16) scores next to fp32 on the eval data, and whether it passed
+    the gate that keeps it.
 
     1.2 gates on accuracy and rank correlation; pairwise order agreement is still reported, but it counts flips of
-    pairs whose fp32 scores differ by less than int8's rounding error: noise, not fidelity.
+    pairs whose fp32 scores differ by less than the rounding error: noise, not fidelity.
     """
 
-    file: str | None = Field(description="model.int8.onnx, or None when it was refused")
+    file: str | None = Field(description="model.int8.onnx or model.bf16.safetensors, or None when it was refused")
     accuracy: float
     fp32_accuracy: float
     spearman: float | None = Field(None, description="1.2: rank correlation with fp32 over every eval response")
@@ -174,7 +175,10 @@ class Manifest(Section):
     files: dict[str, FileEntry] = Field(default_factory=dict, description="checksums of every other file")
     parity: Parity | None = None
     graph: Graph | None = None
-    int8: Int8Report | None = None
+    int8: FidelityReport | None = None
+    bf16: FidelityReport | None = Field(
+        None, description="1.5: model.bf16.safetensors (the torch backend's bf16 weights) against fp32"
+    )
     normalization: Normalization | None = None
     eval_accuracy: float | None = None
     evaluation: Evaluation | None = None

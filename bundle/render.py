@@ -190,9 +190,12 @@ def _special_frame(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[np.ndarray, np.ndarray]:
-    """int64 input_ids and attention_mask, padded to the longest sequence on the given side."""
-    width = max(len(s) for s in sequences)
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right", multiple: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """int64 input_ids and attention_mask, padded on the given side to the longest sequence, rounded up to a
+    multiple of `multiple` (fewer distinct shapes, for runtimes that build a kernel per shape)."""
+    width = -(-max(len(s) for s in sequences) // multiple) * multiple
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):

@@ -35,15 +35,19 @@ class ServerSettings(JudgeSettings, BaseSettings):
     backend: Literal["onnx", "torch"] = Field("onnx", description="onnx (ONNX Runtime, no torch) or torch")
     precision: Literal["fp32", "int8", "bf16"] = Field(
         "fp32",
-        description="fp32 or int8: which ONNX file of each bundle to run; bf16: the torch backend in bfloat16 "
-        "(faster where the matrix units take it; the log gives the measured speedup)",
+        description="fp32 or int8: which ONNX file of each bundle to run; bf16: each bundle's bf16 weights "
+        "(or a checkpoint's, with backend torch) on torch (faster where the matrix units take it; the log gives the "
+        "measured speedup)",
     )
     threads: int = Field(0, ge=0, description="inference threads per model (0: all cores)")
     device: str = Field(
         "auto", description="the torch backend's device: auto (CUDA when torch sees one, else cpu), cpu, cuda, cuda:1"
     )
-    max_batch_tokens: int = Field(
-        1024, gt=0, description="padded tokens per inference batch (small is fastest on CPUs; raise it on GPUs)"
+    max_batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="padded tokens per inference batch (unset: 1024, or 2048 for bf16 on a CPU: small is fastest "
+        "on CPUs; raise it on GPUs)",
     )
     max_batch_size: int = Field(128, gt=0, description="sequences per inference batch")
     max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill before it runs")

@@ -79,6 +79,6 @@ def test_decoder_with_lora_and_checkpointing_exports_with_parity(small_file, tmp
     assert (spec["architecture"], spec["pooling"], spec["padding_side"]) == ("decoder", "last_token", "left")
     assert spec["rendering"]["kind"] == "chat_template"
     assert not list((run / "checkpoint" / "backbone").glob("adapter_*")), "LoRA must be merged before export"
-    bundle = export_bundle(run / "checkpoint", tmp_path / "smol-bundle", int8=False)
+    bundle = export_bundle(run / "checkpoint", tmp_path / "smol-bundle", int8=False, bf16=False)
     assert bundle.manifest.parity.max_abs_diff <= 1e-4
     assert load_bundle(bundle.path).manifest.model.pad_token_id == spec["pad_token_id"]

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from arbiter.bundle import load_bundle
+from arbiter.bundle import FORMAT_VERSION, load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.steps import STEP_AGGREGATES, aggregate, step_text
 from arbiter.clients import RewardClient
@@ -70,7 +70,7 @@ def logit(p: float) -> float:
 def test_the_prm_bundle_reads_steps_as_training_did(prm_bundle: Path, prm_run: Path):
     bundle = load_bundle(prm_bundle)
     m = bundle.manifest
-    assert m.format_version == "1.4" and m.model.steps is not None and m.model.steps.token == "<step>"
+    assert m.format_version == FORMAT_VERSION and m.model.steps is not None and m.model.steps.token == "<step>"
     assert m.parity is not None and m.parity.max_abs_diff <= m.parity.tolerance and m.parity.items >= 32
     assert m.int8 is None and not bundle.has("model.int8.onnx")
     # the ONNX file's own step evaluation is the training run's (same held-out solutions, same model)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import re
+import shutil
 import time
 
 import httpx
@@ -226,6 +227,7 @@ def test_torch_backend_serves_a_checkpoint_with_the_same_scores(trained_run, ref
         assert np.allclose(body["scores"], reference(PROMPTS, ["No.", "Kind words.", "4"]), atol=1e-4)
         info = httpx.get(torch_server.url + "/v1/models/rm-torch").json()
         assert info["precision"] == "fp32-torch" and info["normalization"] is None
+        assert '"max_batch_tokens": 1024' in torch_server.logs()  # fp32 keeps the CPU's small batches
         assert info["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # auto
     if torch.cuda.is_available():
         return  # the CPU build of torch (make setup's) never gets here
@@ -234,9 +236,7 @@ def test_torch_backend_serves_a_checkpoint_with_the_same_scores(trained_run, ref
         assert settled_readiness(no_gpu).status_code == 503 and "torch sees no CUDA device" in no_gpu.logs()
 
 
-def test_bf16_runs_on_the_torch_backend_and_an_onnx_bundle_says_where_it_runs(
-    trained_run, bundle_dir, reference, tmp_path
-):
+def test_bf16_runs_on_torch_from_a_checkpoint_or_a_bundles_bf16_weights(trained_run, bundle_dir, reference, tmp_path):
     responses = ["No.", "Kind words.", "4", "I will not help with that.", "Sure, here is how.", "Paris is in France."]
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(responses))]
     flags = ("--backend", "torch", "--precision", "bf16", "--bundles", f"rm-bf16={trained_run / 'checkpoint'}")
@@ -246,14 +246,28 @@ def test_bf16_runs_on_the_torch_backend_and_an_onnx_bundle_says_where_it_runs(
         assert httpx.get(bf16.url + "/v1/models/rm-bf16").json()["precision"] == "bf16-torch"
         # whether bf16 pays is measured on the device, and said at load
         assert re.search(r"bf16 matrix products run \d+\.\d\dx fp32's here", bf16.logs())
+        # bf16 on a CPU takes larger batches when max_batch_tokens is unset (see models.default_batch_tokens)
+        assert '"max_batch_tokens": 2048' in bf16.logs()
     fp32 = np.array(reference(prompts, responses))
     # bf16 keeps 8 bits of mantissa: close to fp32, and further from it than fp32 torch is from ONNX Runtime (1e-6),
     # so the cast did happen
     assert 1e-4 < np.abs(scores - fp32).max() < 0.05 * max(1.0, float(np.abs(fp32).max()))
-    # ONNX Runtime has no bf16 kernels: the bundle does not load, and the server says where bf16 runs
-    with running_server(tmp_path, "--precision", "bf16", "--bundles", str(bundle_dir), wait_ready=False) as onnx:
+    # A bundle serves bf16 from its own bf16 weights (ONNX Runtime has no bf16 kernels: torch runs them), which its
+    # export kept; its head stays exact fp32 where the checkpoint's is cast and back, so the two differ a little
+    with running_server(tmp_path, "--precision", "bf16", "--bundles", f"rm={bundle_dir}") as from_bundle:
+        served = np.array(post(from_bundle, "/v1/score", {"items": items}).json()["scores"])
+        assert httpx.get(from_bundle.url + "/v1/models/rm").json()["precision"] == "bf16-torch"
+    assert 1e-4 < np.abs(served - fp32).max() < 0.05 * max(1.0, float(np.abs(fp32).max()))
+    assert np.abs(served - scores).max() < 0.05 * max(1.0, float(np.abs(fp32).max()))
+    # A bundle without them (format 1.4, or exported with --no-bf16) does not load, and the server says why
+    older = tmp_path / "older"
+    shutil.copytree(bundle_dir, older, ignore=shutil.ignore_patterns("model.bf16.safetensors"))
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["files"]["model.bf16.safetensors"]
+    (older / "manifest.json").write_text(json.dumps({**manifest, "format_version": "1.4", "bf16": None}))
+    with running_server(tmp_path, "--precision", "bf16", "--bundles", str(older), wait_ready=False) as onnx:
         ready = settled_readiness(onnx)
-        assert ready.status_code == 503 and "precision bf16 runs on the torch backend" in onnx.logs()
+        assert ready.status_code == 503 and "no model.bf16.safetensors (precision bf16)" in onnx.logs()
 
 
 def test_several_models_chosen_by_name_with_one_default(bundle_dir, tmp_path):

@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from arbiter.bundle import load_bundle
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.data.load import load_source
 from arbiter.data.sources import SourceSpec
+from arbiter.training.export import eval_groups
 from arbiter.training.split import is_eval
 
 VERIFIABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "verifiable"
@@ -124,12 +126,32 @@ def test_int8_file_is_kept_only_when_it_passes_the_fidelity_gate(bundle_dir):
 def test_int8_refused_under_a_strict_gate(trained_run, tmp_path):
     from arbiter.training.export import FidelityGate, export_bundle
 
-    bundle = export_bundle(trained_run / "checkpoint", tmp_path / "strict", int8_gate=FidelityGate(min_spearman=1.0))
-    int8 = bundle.manifest.int8
-    assert int8.spearman < 1.0  # int8 moves some scores past their neighbours
-    assert int8.file is None and "spearman" in int8.reason
-    assert not (tmp_path / "strict" / "model.int8.onnx").exists()
-    assert "model.int8.onnx" not in bundle.manifest.files
+    strict = FidelityGate(min_spearman=1.0)
+    bundle = export_bundle(trained_run / "checkpoint", tmp_path / "strict", int8_gate=strict, bf16_gate=strict)
+    for report, file in ((bundle.manifest.int8, "model.int8.onnx"), (bundle.manifest.bf16, "model.bf16.safetensors")):
+        assert report.spearman < 1.0  # rounding moves some scores past their neighbours
+        assert report.file is None and "spearman" in report.reason
+        assert not (tmp_path / "strict" / file).exists()
+        assert file not in bundle.manifest.files
+
+
+def test_bf16_weights_kept_by_the_gate_score_like_fp32(bundle_dir, trained_run):
+    from arbiter.training.bf16_weights import load_bf16
+    from arbiter.training.torch_scorer import TorchScorer
+
+    bundle = load_bundle(bundle_dir)
+    bf16 = bundle.manifest.bf16
+    assert bf16 is not None and (bf16.max_accuracy_change, bf16.min_spearman) == (0.005, 0.995)
+    # bf16 keeps 8 bits of mantissa and sums in fp32: it passes where dynamic int8 may not
+    assert bf16.file == "model.bf16.safetensors" and bf16.reason is None and bf16.spearman >= 0.995
+    assert "model.bf16.safetensors" in bundle.manifest.files
+    model = load_bf16(bundle_dir / bf16.file, bundle.manifest.model)
+    assert next(model.backbone.parameters()).dtype == torch.bfloat16 and model.head.weight.dtype == torch.float32
+    groups = eval_groups(trained_run / "eval.jsonl")[:16]
+    prompts, responses = [g.prompt for g in groups for _ in g.responses], [r for g in groups for r in g.responses]
+    reduced = TorchScorer(model, bundle.input_builder(), torch.device("cpu"))(prompts, responses)
+    fp32 = OnnxRewardModel.from_bundle(bundle)(prompts, responses)
+    assert 1e-5 < np.abs(reduced - fp32).max() < 0.05 * max(1.0, float(np.abs(fp32).max()))
 
 
 def test_eval_command_on_bundle_and_checkpoint(bundle_dir, trained_run, tmp_path):

@@ -192,6 +192,9 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
         "--eval-data", type=Path, help="preference file for parity and stats (default: the run's eval split)"
     )
     p.add_argument("--no-int8", action="store_true", help="skip the int8 file")
+    p.add_argument(
+        "--no-bf16", action="store_true", help="skip the bf16 weights (the torch backend's --precision bf16)"
+    )
     _int8_gate_arguments(p)
     _fusion_argument(p)
     p.set_defaults(run=_run_export)
@@ -237,6 +240,7 @@ def _run_export(args: argparse.Namespace) -> int:
         eval_data=args.eval_data,
         int8=not args.no_int8,
         int8_gate=_int8_gate(args),
+        bf16=not args.no_bf16,
         fuse=not args.no_fuse,
     )
     print(f"bundle written: {bundle.path}")

@@ -1,8 +1,8 @@
 """`arbiter export`: a training checkpoint in, a validated bundle folder out (see docs/bundle.md).
 
 Export proves itself before it writes the manifest: ONNX and torch scores must agree on real eval inputs,
-and the int8 file is kept only when it passes the fidelity gate: held-out accuracy close to fp32's and scores that
-rank like fp32's.
+and the reduced-precision files (int8 for ONNX Runtime, bf16 weights for the torch backend) are kept only when they
+pass the fidelity gate: held-out accuracy close to fp32's and scores that rank like fp32's.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from transformers import PreTrainedTokenizerBase
 import arbiter
 from arbiter.bundle.checksums import file_entry
 from arbiter.bundle.load import Bundle, load_bundle
-from arbiter.bundle.manifest import MANIFEST_FILE, Graph, Int8Report, Manifest, ModelSpec, Normalization, Parity
+from arbiter.bundle.manifest import MANIFEST_FILE, FidelityReport, Graph, Manifest, ModelSpec, Normalization, Parity
 from arbiter.bundle.onnx_model import OnnxRewardModel
 from arbiter.bundle.render import InputBuilder
 from arbiter.data.load import load_source
 from arbiter.data.schema import PreferenceGroup
 from arbiter.data.sources import SourceSpec
 from arbiter.training.batching import encode_groups
+from arbiter.training.bf16_weights import load_bf16, save_bf16
 from arbiter.training.checkpoint import load_checkpoint
 from arbiter.training.evaluate import (
     Metrics,
@@ -73,6 +74,8 @@ def export_bundle(
     eval_data: Path | None = None,
     int8: bool = True,
     int8_gate: FidelityGate = DEFAULT_GATE,
+    bf16: bool = True,
+    bf16_gate: FidelityGate = DEFAULT_GATE,
     parity_items: int = 64,
     tolerance: float = 1e-4,
     fuse: bool = True,
@@ -105,6 +108,8 @@ def export_bundle(
             model_version,
             int8,
             int8_gate,
+            bf16,
+            bf16_gate,
             parity_items,
             tolerance,
             fuse,
@@ -160,6 +165,8 @@ def _write_bundle(
     model_version: str | None,
     int8: bool,
     int8_gate: FidelityGate,
+    bf16: bool,
+    bf16_gate: FidelityGate,
     parity_items: int,
     tolerance: float,
     fuse: bool,
@@ -185,7 +192,9 @@ def _write_bundle(
         count=len(scores),
         source="fp32 scores of every response in the eval split",
     )
-    int8_report = int8_file(staging, spec, builder, groups, sequences, scores, int8_gate) if int8 else None
+    held_out = HeldOut(groups, sequences, scores)
+    int8_report = int8_file(staging, spec, builder, held_out, int8_gate) if int8 else None
+    bf16_report = bf16_file(staging, model, builder, held_out, bf16_gate) if bf16 else None
 
     manifest = new_manifest(
         name or checkpoint.parent.name,
@@ -194,6 +203,7 @@ def _write_bundle(
         parity=parity,
         graph=graph,
         int8=int8_report,
+        bf16=bf16_report,
         normalization=normalization,
         eval_accuracy=float(result["accuracy"]),
         evaluation=evaluation_section(pairs, eval_source),
@@ -306,30 +316,50 @@ def _parity(
     return Parity(max_abs_diff=diff, items=len(sequences), tolerance=tolerance)
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """What a reduced-precision file is judged on: the eval groups, their responses encoded, and fp32's scores."""
+
+    groups: list[PreferenceGroup]
+    sequences: list[list[int]]
+    fp32_scores: np.ndarray
+
+
 def int8_file(
-    staging: Path,
-    spec: ModelSpec,
-    builder: InputBuilder,
-    groups: list[PreferenceGroup],
-    sequences: list[list[int]],
-    fp32_scores: np.ndarray,
-    gate: FidelityGate,
-) -> Int8Report:
+    staging: Path, spec: ModelSpec, builder: InputBuilder, held_out: HeldOut, gate: FidelityGate
+) -> FidelityReport:
     """Quantize model.onnx, score the eval sequences again, and keep the file only if it passes `gate`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = staging / "model.int8.onnx"
     # Per-channel weight scales keep more of the order of close pairs than one scale per tensor.
     quantize_dynamic(str(staging / "model.onnx"), str(target), weight_type=QuantType.QInt8, per_channel=True)
-    report = fidelity(groups, fp32_scores, OnnxRewardModel(target, spec, builder).score_ids(sequences), gate)
+    scores = OnnxRewardModel(target, spec, builder).score_ids(held_out.sequences)
+    return gated_file(target, "int8", held_out, scores, gate)
+
+
+def bf16_file(
+    staging: Path, model: RewardModel, builder: InputBuilder, held_out: HeldOut, gate: FidelityGate
+) -> FidelityReport:
+    """Write the bf16 weights, score the eval sequences with them as the torch backend serves them, and keep the
+    file only if it passes `gate`. bf16 rounds the same on every device, so the gate holds wherever it is served;
+    where the CPU has no bf16 units it runs emulated (slowly), here and when served."""
+    target = save_bf16(model, staging)
+    scores = TorchScorer(load_bf16(target, model.spec), builder, torch.device("cpu")).score_ids(held_out.sequences)
+    return gated_file(target, "bf16", held_out, scores, gate)
+
+
+def gated_file(target: Path, label: str, held_out: HeldOut, scores: np.ndarray, gate: FidelityGate) -> FidelityReport:
+    """The `target` file's scores judged against fp32's by `gate`: the file is deleted when it fails."""
+    report = fidelity(held_out.groups, held_out.fp32_scores, scores, gate)
     print(
-        f"int8: accuracy {report.accuracy:.4f} (fp32 {report.fp32_accuracy:.4f}), spearman {report.spearman}, "
+        f"{label}: accuracy {report.accuracy:.4f} (fp32 {report.fp32_accuracy:.4f}), spearman {report.spearman}, "
         f"pair order agreement {report.pairwise_agreement:.4f} over {report.pairs} pairs",
         flush=True,
     )
     if report.reason:
         target.unlink()
-        print(f"int8 refused: {report.reason}", flush=True)
+        print(f"{label} refused: {report.reason}", flush=True)
     else:
         report.file = target.name
     return report
@@ -337,7 +367,7 @@ def int8_file(
 
 def fidelity(
     groups: list[PreferenceGroup], fp32_scores: np.ndarray, scores: np.ndarray, gate: FidelityGate
-) -> Int8Report:
+) -> FidelityReport:
     """Reduced-precision scores (one per eval response) against fp32's, judged by `gate`: `reason` says why it
     failed, else None. `file` is left for the caller to name."""
     fp32, reduced = pairs_from_scores(groups, fp32_scores), pairs_from_scores(groups, scores)
@@ -349,7 +379,7 @@ def fidelity(
         failed.append(f"accuracy {accuracy:.4f} is over {gate.max_accuracy_change} from fp32's {fp32_accuracy:.4f}")
     if not correlation >= gate.min_spearman:  # NaN (constant scores) fails too
         failed.append(f"spearman with fp32 {correlation:.4f} < {gate.min_spearman}")
-    return Int8Report(
+    return FidelityReport(
         file=None,
         accuracy=accuracy,
         fp32_accuracy=fp32_accuracy,

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from arbiter.bundle.manifest import Evaluation, Manifest, SourceEvaluation
+from arbiter.bundle.manifest import Evaluation, FidelityReport, Manifest, SourceEvaluation
 from arbiter.training.evaluate import Metrics, format_table
 
 
 def model_card(manifest: Manifest, eval_result: Metrics | None, step_table: str | None = None) -> str:
     """`step_table`: a process reward model's step evaluation, as format_step_metrics prints it."""
     spec = manifest.model
-    int8 = manifest.int8
-    if int8 is None:
-        int8_line = "not requested"
-    elif int8.file:
-        int8_line = (
-            f"written; eval accuracy {int8.accuracy:.3f} (fp32 {int8.fp32_accuracy:.3f}), spearman with fp32 "
-            f"{int8.spearman:.4f}, same order as fp32 on {100 * int8.pairwise_agreement:.1f}% of {int8.pairs} pairs"
-        )
-    else:
-        int8_line = f"refused: {int8.reason}"
+    int8_line, bf16_line = _fidelity_line(manifest.int8), _fidelity_line(manifest.bf16)
     parity, norm, source, objectives = manifest.parity, manifest.normalization, manifest.source, manifest.objectives
     origin = f"imported from `{source.checkpoint}` ({source.format})" if source else "trained"
     checked = {"onnx": "ONNX", "torch": "batched torch", "remote": "engine"}[manifest.runtime]
@@ -38,6 +29,7 @@ def model_card(manifest: Manifest, eval_result: Metrics | None, step_table: str 
             else "none: the engine scores",
         ),
         ("int8", int8_line),
+        ("bf16", bf16_line),
     ]
     if spec.steps is not None:
         rows[1] = (
@@ -95,3 +87,14 @@ def _evaluation(evaluation: Evaluation) -> str:
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _fidelity_line(report: FidelityReport | None) -> str:
+    if report is None:
+        return "not requested"
+    if not report.file:
+        return f"refused: {report.reason}"
+    return (
+        f"written; eval accuracy {report.accuracy:.3f} (fp32 {report.fp32_accuracy:.3f}), spearman with fp32 "
+        f"{report.spearman:.4f}, same order as fp32 on {100 * report.pairwise_agreement:.1f}% of {report.pairs} pairs"
+    )

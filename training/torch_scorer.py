@@ -16,13 +16,21 @@ TORCH_PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 class TorchScorer:
-    def __init__(self, model: RewardModel, builder: InputBuilder, device: torch.device, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: RewardModel,
+        builder: InputBuilder,
+        device: torch.device,
+        batch_size: int = 32,
+        pad_multiple: int = 1,
+    ) -> None:
         if model.spec.steps is not None:
             raise ValueError(
                 "a process reward model (a score per step) is not scored as one reward per response: serving and "
                 "exporting PRMs is not built yet; `arbiter train --objective prm` evaluates it per step"
             )
         self.model, self.builder, self.device, self.batch_size = model, builder, device, batch_size
+        self.pad_multiple = pad_multiple  # batches padded to a multiple of this many tokens (see pad_batch)
 
     @property
     def precision(self) -> str:
@@ -30,11 +38,13 @@ class TorchScorer:
         return f"{TORCH_PRECISIONS[next(self.model.backbone.parameters()).dtype]}-torch"
 
     @classmethod
-    def from_checkpoint(cls, folder: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> TorchScorer:
+    def from_checkpoint(
+        cls, folder: Path, device: torch.device, dtype: torch.dtype = torch.float32, pad_multiple: int = 1
+    ) -> TorchScorer:
         """`dtype` bfloat16 casts the backbone; the head stays fp32 (see RewardModel.forward)."""
         model, tokenizer = load_checkpoint(folder)
         model.to(device, dtype).head.float()
-        return cls(model.eval(), model.input_builder(tokenizer), device)
+        return cls(model.eval(), model.input_builder(tokenizer), device, pad_multiple=pad_multiple)
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> np.ndarray:
@@ -53,7 +63,7 @@ class TorchScorer:
     def run(self, sequences: list[Sequence[int]]) -> np.ndarray:
         """One padded batch through the model; the caller chooses the batch."""
         spec = self.model.spec
-        ids, mask = pad_batch(sequences, spec.pad_token_id, spec.padding_side)
+        ids, mask = pad_batch(sequences, spec.pad_token_id, spec.padding_side, self.pad_multiple)
         scores = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
         return scores.float().cpu().numpy()
 

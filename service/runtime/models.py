@@ -59,10 +59,22 @@ class ModelPolicy:
     precision: Literal["fp32", "int8", "bf16"]
     threads: int
     device: str
-    max_batch_tokens: int
+    max_batch_tokens: int | None
     max_batch_size: int
     max_wait_ms: float
     max_queue: int
+
+
+# Padded tokens per batch when max_batch_tokens is unset, measured with bench/serve_throughput.py on 2 cores:
+# ONNX Runtime and torch in fp32 were fastest between 1,024 and 2,048; bf16 on a Xeon's AMX ran 141 seq/s in
+# batches of 1,024 and 166-177 in batches of 2,048 (3,072: 169-184, with longer waits).
+DEFAULT_BATCH_TOKENS = 1024
+BF16_CPU_BATCH_TOKENS = 2048
+
+
+def default_batch_tokens(runner: Runner) -> int:
+    bf16_on_cpu = runner.precision == "bf16-torch" and str(runner.device) == "cpu"
+    return BF16_CPU_BATCH_TOKENS if bf16_on_cpu else DEFAULT_BATCH_TOKENS
 
 
 def open_model(path: Path, policy: ModelPolicy, remote: RemotePolicy, name: str | None) -> tuple[Manifest, Runner]:
@@ -79,11 +91,12 @@ def open_model(path: Path, policy: ModelPolicy, remote: RemotePolicy, name: str 
         return bundle.manifest, open_imported(bundle, policy.threads, policy.device, precision)
     if bundle.manifest.runtime == "remote":
         return bundle.manifest, open_remote(bundle, remote, name)
-    if policy.precision == "bf16":
-        raise BundleError(
-            f"{path}: precision bf16 runs on the torch backend (--backend torch with the training checkpoint); "
-            "ONNX Runtime's CPU kernels have no bf16 matrix products"
-        )
+    if policy.precision == "bf16":  # ONNX Runtime's CPU kernels have no bf16 matrix products: torch runs it
+        try:
+            from arbiter.service.runtime.torch_backend import open_bf16
+        except ImportError as exc:
+            raise BundleError(f"{path}: precision bf16 runs on torch, which is not installed here ({exc})") from exc
+        return bundle.manifest, open_bf16(bundle, policy.threads, policy.device)
     # Measured with bench/reward_pipeline.py at max length 512 on 2 cores: spinning off, an ensemble of two models
     # ran 8.5 seq/s against 7.5, and one model alone 16.0 against 17.5; so it is off only when models share the cores.
     spinning = len(policy.bundles) <= 1
@@ -113,7 +126,7 @@ class ServedModel:
             raise BundleError(f"{name}: the model does not run ({type(exc).__name__}: {exc})") from exc
         self.batcher = Batcher(
             self.runner.run_rows if self.objectives else self.runner.run,
-            policy.max_batch_tokens,
+            policy.max_batch_tokens or default_batch_tokens(runner),
             policy.max_batch_size,
             policy.max_wait_ms / 1000,
             policy.max_queue,
@@ -274,7 +287,11 @@ class ModelRegistry:
         self._record()  # a bundle loaded later (POST /v1/admin/models) may be the one that failed at start
         self.load_seconds[name] = time.perf_counter() - started
         seconds = round(self.load_seconds[name], 3)
-        log.info("model loaded", extra={"model": name, "version": model.version, "seconds": seconds})
+        batch_tokens = model.batcher.max_batch_tokens
+        log.info(
+            "model loaded",
+            extra={"model": name, "version": model.version, "seconds": seconds, "max_batch_tokens": batch_tokens},
+        )
         return model, replaced
 
     def get(self, name: str | None) -> ServedModel:

@@ -1,7 +1,8 @@
-"""The torch backend: serves a training checkpoint, or an imported bundle of runtime torch (a model with no ONNX
-graph), on a GPU (or CPU) with the same batching as ONNX.
+"""The torch backend: serves a training checkpoint, a bundle's bf16 weights, or an imported bundle of runtime torch
+(a model with no ONNX graph), on a GPU (or CPU) with the same batching as ONNX.
 
-Only `--backend torch` and bundles of runtime torch import this module, so the default ONNX path never loads torch.
+Only `--backend torch`, `--precision bf16` and bundles of runtime torch import this module, so the default ONNX path
+never loads torch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils import benchmark
 import arbiter
 from arbiter.bundle import Bundle, BundleError, Manifest
 from arbiter.bundle.render import pad_batch
+from arbiter.training.bf16_weights import BF16_FILE, load_bf16
 from arbiter.training.checkpoint import SPEC_FILE
 from arbiter.training.importing.checkpoints import load_imported
 from arbiter.training.torch_scorer import TORCH_PRECISIONS, TorchScorer
@@ -80,6 +82,18 @@ def bf16_speedup(device: torch.device) -> float:
     return _matmul_seconds(device, torch.float32) / _matmul_seconds(device, torch.bfloat16)
 
 
+# oneDNN builds a kernel per input shape on the CPU, and for bf16 keeps a copy of the weights laid out for each
+# (AMX tiles): padded to their longest sequence, 1,024 texts of 14 to 512 tokens made hundreds of shapes. Measured
+# in process on a 2-core Xeon with AMX, 2,048-token batches: padded to a multiple of 32 tokens, 166-177 seq/s and
+# 650 MB peak; to the longest sequence, 131-181 seq/s (fast only once every shape had been seen) and 1,316 MB;
+# multiples of 16 and 64 ran 156-160 and 150-159 seq/s. fp32 gains nothing from it (more padding, no copies).
+BF16_CPU_PAD_MULTIPLE = 32
+
+
+def pad_multiple(device: torch.device, dtype: torch.dtype) -> int:
+    return BF16_CPU_PAD_MULTIPLE if dtype == torch.bfloat16 and device.type == "cpu" else 1
+
+
 def checked_dtype(precision: str, device: torch.device) -> torch.dtype:
     dtype = torch_dtype(precision)
     if dtype == torch.bfloat16:
@@ -100,7 +114,8 @@ def open_checkpoint(path: Path, device: str = "auto", precision: str = "fp32") -
             "such as runs/NAME/checkpoint); ONNX bundles are served by the default onnx backend"
         )
     on = torch_device(device)
-    scorer = TorchScorer.from_checkpoint(path, on, checked_dtype(precision, on))
+    dtype = checked_dtype(precision, on)
+    scorer = TorchScorer.from_checkpoint(path, on, dtype, pad_multiple(on, dtype))
     manifest = Manifest(
         name=path.parent.name,
         model_version=f"checkpoint-{int(path.stat().st_mtime)}",
@@ -109,6 +124,26 @@ def open_checkpoint(path: Path, device: str = "auto", precision: str = "fp32") -
         model=scorer.model.spec,
     )
     return manifest, scorer
+
+
+def open_bf16(bundle: Bundle, threads: int = 0, device: str = "auto") -> TorchScorer:
+    """A bundle's bf16 weights (model.bf16.safetensors), when its export's fidelity gate kept them."""
+    report = bundle.manifest.bf16
+    if report is None or (report.file and report.file not in bundle.manifest.files):
+        remedy = (
+            "import it with --runtime torch, which serves bf16 from its checkpoint"
+            if bundle.manifest.source
+            else "export it again with this Arbiter, or serve the training checkpoint with --backend torch"
+        )
+        raise BundleError(f"{bundle.path}: no {BF16_FILE} (precision bf16): {remedy}")
+    if report.file is None:
+        raise BundleError(f"{bundle.path}: precision bf16 was refused at export: {report.reason}")
+    if threads:
+        torch.set_num_threads(threads)
+    on = torch_device(device)
+    dtype = checked_dtype("bf16", on)
+    model = load_bf16(bundle.path / report.file, bundle.manifest.model).to(on)
+    return TorchScorer(model, bundle.input_builder(), on, pad_multiple=pad_multiple(on, dtype))
 
 
 class ImportedTorchRunner:
@@ -124,12 +159,13 @@ class ImportedTorchRunner:
         objective = bundle.manifest.objectives.score if bundle.manifest.objectives else None
         self.spec, self.builder, self.device = bundle.manifest.model, bundle.input_builder(), torch_device(device)
         model = load_imported(source.adapter or source.checkpoint, objective).model
-        self.model = model.to(self.device, checked_dtype(precision, self.device))
+        dtype = checked_dtype(precision, self.device)
+        self.model, self.pad_multiple = model.to(self.device, dtype), pad_multiple(self.device, dtype)
         self.precision = f"{precision}-torch"
 
     @torch.no_grad()
     def run_rows(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-        ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side)
+        ids, mask = pad_batch(sequences, self.spec.pad_token_id, self.spec.padding_side, self.pad_multiple)
         score, logits = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
         return torch.column_stack([score, logits]).float().cpu().numpy().astype(np.float64)
 

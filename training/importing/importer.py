@@ -26,6 +26,7 @@ from arbiter.training.export import (
     DEFAULT_GATE,
     ExportError,
     FidelityGate,
+    HeldOut,
     eval_groups,
     export_onnx,
     int8_file,
@@ -213,7 +214,7 @@ def _write(
             )
     int8_report = None
     if int8 and onnx and scores is not None:  # the fp32 scores above are int8's reference
-        int8_report = int8_file(staging, spec, builder, groups, sequences, scores, int8_gate)
+        int8_report = int8_file(staging, spec, builder, HeldOut(groups, sequences, scores), int8_gate)
 
     manifest = new_manifest(
         name or Path(imported.described.source.checkpoint).name,
