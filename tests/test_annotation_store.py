@@ -134,17 +134,20 @@ def test_nobody_sees_a_task_twice_and_skips_free_the_slot(db_url: str):
 
 
 def test_abandoned_assignments_expire(db_url: str):
-    store = open_store(db_url, assignment_ttl=timedelta(seconds=0.5))
+    # The calls between b's assignment and a's second one must take less than the time to live: with 0.5 s, a
+    # fresh-clone run on a loaded 2-core machine got 1 here against PostgreSQL (b's had most likely expired early)
+    ttl = 1.5
+    store = open_store(db_url, assignment_ttl=timedelta(seconds=ttl))
     lead, a, b = person(store, "lead", "lead"), person(store, "a"), person(store, "b")
     first, second = store.create_tasks(pairs(2), lead).task_ids
     assert store.next_task(a).task_id == first
-    time.sleep(0.7)
+    time.sleep(ttl + 0.2)
     assert store.next_task(b).task_id == first  # a's assignment expired and freed the slot
     with pytest.raises(Conflict) as late:
         store.submit(a, first, A_BETTER)
     assert late.value.code == "assignment_expired"
     assert store.next_task(a).task_id == second
-    time.sleep(0.7)
+    time.sleep(ttl + 0.2)
     assert store.expire() == 2  # b's and a's
     record = store.submit(a, second, A_BETTER)  # late, but nobody took the slot: accepted
     assert record.task_id == second

@@ -38,6 +38,11 @@ def podman(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.
     return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def container_logs(env: dict[str, str], name: str) -> str:
+    logs = podman(env, "logs", name)
+    return logs.stdout + logs.stderr  # the server logs to stderr
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory) -> Iterator[tuple[dict[str, str], str]]:
     if not (shutil.which("podman") and shutil.which("mmdebstrap")):
@@ -93,7 +98,7 @@ def test_the_serving_image_runs_and_answers_over_http_and_grpc(image, bundle_dir
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, podman(env, "logs", name).stdout[-3000:]
+            assert time.monotonic() < deadline, container_logs(env, name)[-3000:]
             time.sleep(0.5)
         assert httpx.post(url + "/v1/score", json={"items": [{"prompt": "a", "response": "b"}]}).status_code == 401
         with RewardClient(url, api_key=key) as client:
@@ -110,7 +115,7 @@ def test_the_serving_image_runs_and_answers_over_http_and_grpc(image, bundle_dir
     finally:
         stopped = podman(env, "stop", "-t", "30", name)
         exit_code = podman(env, "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
-        logs = podman(env, "logs", name).stdout + podman(env, "logs", name).stderr
+        logs = container_logs(env, name)
         podman(env, "rm", "-f", name)
     assert stopped.returncode == 0 and exit_code == "0"  # SIGTERM through tini: a clean, drained stop
     assert '"msg": "stopped"' in logs and key not in logs

@@ -145,6 +145,8 @@ def test_bf16_weights_kept_by_the_gate_score_like_fp32(bundle_dir, trained_run):
     # bf16 keeps 8 bits of mantissa and sums in fp32: it passes where dynamic int8 may not
     assert bf16.file == "model.bf16.safetensors" and bf16.reason is None and bf16.spearman >= 0.995
     assert "model.bf16.safetensors" in bundle.manifest.files
+    # readable as the other files are: the serving image's own user reads the bundle from a mounted folder
+    assert (bundle_dir / bf16.file).stat().st_mode & 0o777 == (bundle_dir / "model.onnx").stat().st_mode & 0o777
     model = load_bf16(bundle_dir / bf16.file, bundle.manifest.model)
     assert next(model.backbone.parameters()).dtype == torch.bfloat16 and model.head.weight.dtype == torch.float32
     groups = eval_groups(trained_run / "eval.jsonl")[:16]

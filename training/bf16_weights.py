@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from arbiter.bundle.manifest import ModelSpec
@@ -30,11 +30,10 @@ def save_bf16(model: RewardModel, folder: Path) -> Path:
     }
     tensors |= {f"head.{k}": v.float() for k, v in model.head.state_dict().items()}
     target = folder / BF16_FILE
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        str(target),
-        metadata={"config": backbone.config.to_json_string()},
-    )
+    # safetensors' save_file creates the file readable by its owner only; a bundle is read by the serving image's
+    # own user (uid 10001) from a mounted folder, so the bytes are written as every other bundle file is (umask)
+    metadata = {"config": backbone.config.to_json_string()}
+    target.write_bytes(save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
     return target
 
 
