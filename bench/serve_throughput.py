@@ -5,8 +5,8 @@ from ../shared/data/preferences, untruncated up to the bundle's max length:
   plain loop    - transformers + torch in process, batch 32, padding to the longest in the batch
   serve_rm      - OpenRLHF's own server on the same weights, at 1 and 16 clients
   arbiter       - `arbiter serve` over HTTP on 127.0.0.1, at 1 client and at 16 concurrent clients sending
-                  batches of 8: fp32; int8 when the bundle has it; bf16 (the torch backend on the checkpoint)
-                  when the CPU has bf16 units, with the export's fidelity gate applied to it
+                  batches of 8: fp32; int8 when the bundle has it; bf16 (torch, on the bundle's
+                  model.bf16.safetensors) when the bundle has it and the CPU multiplies bf16 faster than fp32
   in process    - the server's own batcher over ONNX Runtime and over torch, no HTTP: the ceiling
 All servers are up at once and every system runs once per round (3 rounds by default), in the same order, so
 that the machine's drift moves them alike. It prints sequences/s, p50/p99 request latency, the server's peak
@@ -61,6 +61,7 @@ from arbiter.text_table import text_table
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from arbiter.bundle import Bundle
     from arbiter.bundle.render import Prompt
     from arbiter.service.runtime.models import Runner
     from arbiter.training.model import RewardModel
@@ -177,11 +178,11 @@ def plain_loop(
 
 
 class InProcess:
-    """The ceiling a server can approach: a runner the server has (ONNX Runtime on the bundle, or torch on the
-    checkpoint, as `--backend torch` serves it) driven by the server's own batcher in this process, every text
-    queued at once and taken as the server takes them (oldest first, a window at a time, sorted by length within a
-    window, cut under the server's default token budget); no HTTP, JSON or tokenizing is timed. One `round()` per
-    round of the run, with the padded-token overhead of its batches."""
+    """The ceiling a server can approach: a runner the server has (ONNX Runtime on the bundle; torch on the
+    checkpoint, as `--backend torch` serves it; torch on the bundle's bf16 weights) driven by the server's own
+    batcher in this process, every text queued at once and taken as the server takes them (oldest first, a window
+    at a time, sorted by length within a window, cut under the server's default token budget); no HTTP, JSON or
+    tokenizing is timed. One `round()` per round of the run, with the padded-token overhead of its batches."""
 
     def __init__(self, runner: Runner, texts: Texts) -> None:
         from arbiter.service.runtime.batcher import Batcher, BatchStats
@@ -222,10 +223,17 @@ class InProcess:
         return cls(OnnxRewardModel.from_bundle(load_bundle(bundle), precision), texts)
 
     @classmethod
-    def torch(cls, checkpoint: Path, texts: Texts, precision: str) -> InProcess:
+    def torch(cls, checkpoint: Path, texts: Texts) -> InProcess:
         from arbiter.service.runtime.torch_backend import open_checkpoint
 
-        return cls(open_checkpoint(checkpoint, "cpu", precision)[1], texts)
+        return cls(open_checkpoint(checkpoint, "cpu", "fp32")[1], texts)
+
+    @classmethod
+    def bf16(cls, bundle: Path, texts: Texts) -> InProcess:
+        from arbiter.bundle import load_bundle
+        from arbiter.service.runtime.torch_backend import open_bf16
+
+        return cls(open_bf16(load_bundle(bundle), device="cpu"), texts)
 
 
 def score_items(texts: Texts) -> list[dict[str, object]]:
@@ -430,31 +438,19 @@ def long_bundle(folder: Path = LONG_RUN, max_length: int = 512) -> tuple[Path, P
     return bundle, run / "checkpoint"
 
 
-def default_precisions(has_int8: bool, checkpoint: Path | None) -> list[str]:
-    """fp32; int8 when the bundle has the file (it passed the export's fidelity gate); bf16 when the checkpoint is
-    here and this CPU multiplies bf16 matrices faster than fp32 ones (measured; `--precision bf16` runs it anyway)."""
+def default_precisions(bundle: Bundle) -> list[str]:
+    """fp32, and each reduced-precision file the bundle's export kept (it passed the fidelity gate): int8, and bf16
+    where this CPU multiplies bf16 matrices faster than fp32 ones (measured; `--precision bf16` runs it anyway)."""
     import torch
 
     from arbiter.service.runtime.torch_backend import bf16_speedup
 
-    bf16 = checkpoint is not None and bf16_speedup(torch.device("cpu")) > 1
-    return ["fp32", *(["int8"] if has_int8 else []), *(["bf16"] if bf16 else [])]
-
-
-def bf16_fidelity(checkpoint: Path) -> dict[str, object]:
-    """The export's fidelity gate (accuracy within 0.5 points of fp32, Spearman >= 0.995) applied to the torch
-    backend in bf16 against fp32, on the training run's held-out split (the one the export judges int8 on)."""
-    from arbiter.service.runtime.torch_backend import open_checkpoint
-    from arbiter.training.export import DEFAULT_GATE, eval_groups, fidelity
-
-    groups = eval_groups(checkpoint.parent / "eval.jsonl")
-    if not groups:
-        raise SystemExit(f"{checkpoint.parent / 'eval.jsonl'}: no held-out split to judge bf16 on")
-    prompts = [g.prompt for g in groups for _ in g.responses]
-    responses = [r for g in groups for r in g.responses]
-    fp32 = open_checkpoint(checkpoint, "cpu", "fp32")[1](prompts, responses)
-    bf16 = open_checkpoint(checkpoint, "cpu", "bf16")[1](prompts, responses)
-    return fidelity(groups, fp32, bf16, DEFAULT_GATE).model_dump()
+    kept = {"int8": bundle.manifest.int8, "bf16": bundle.manifest.bf16}
+    precisions = ["fp32", *(p for p, report in kept.items() if report is not None and report.file is not None)]
+    if "bf16" in precisions and bf16_speedup(torch.device("cpu")) <= 1:
+        print("bf16 left out: bf16 matrix products are no faster than fp32's on this CPU (--precision bf16 runs it)")
+        precisions.remove("bf16")
+    return precisions
 
 
 def run_rounds(
@@ -543,8 +539,8 @@ def main() -> None:
         action="append",
         choices=["fp32", "int8", "bf16"],
         default=None,
-        help="Arbiter precisions to serve (repeatable; default fp32, int8 when the bundle has it, and bf16 (the torch "
-        "backend on the checkpoint) when the CPU has bf16 units)",
+        help="Arbiter precisions to serve (repeatable; default fp32, and int8 and bf16 when the bundle has their "
+        "files, bf16 only where it is faster than fp32)",
     )
     parser.add_argument(
         "--no-imported",
@@ -597,13 +593,12 @@ def main() -> None:
         results["gflop_per_text"] = model_flops(model, lengths) / len(texts) / 1e9
     logs = args.out.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    precisions = list(
-        dict.fromkeys(args.precision or default_precisions(bundle.has("model.int8.onnx"), args.checkpoint))
-    )
-    if "bf16" in precisions:
-        if args.checkpoint is None:
-            parser.error("bf16 runs on the torch backend, from the training checkpoint: give --checkpoint")
-        results["bf16_fidelity"] = bf16_fidelity(args.checkpoint)
+    precisions = list(dict.fromkeys(args.precision or default_precisions(bundle)))
+    for precision in precisions[1:]:
+        judged = bundle.manifest.int8 if precision == "int8" else bundle.manifest.bf16
+        if judged is None or judged.file is None:
+            parser.error(f"--precision {precision}: {args.bundle} has no {precision} file (its export refused it)")
+        results[f"{precision}_fidelity"] = judged.model_dump()
     imported = None if args.no_imported else trl_imported_bundle(args.bundle, args.out.parent / "trl-imported")
     baseline = None
     if args.baseline_site is not None:
@@ -617,10 +612,8 @@ def main() -> None:
             servers["openrlhf_serve_rm"] = (stack.enter_context(openrlhf_server(args.checkpoint, max_len, logs)),
                                             openrlhf_body)  # fmt: skip
         for precision in precisions:
-            # bf16 is the torch backend's, on the checkpoint the bundle was exported from
-            source = args.checkpoint if precision == "bf16" else args.bundle
-            versions: dict[str, tuple[Path | None, Path]] = {"": (None, source)}
-            if baseline is not None and precision != "bf16":  # the baseline is an ONNX bundle: no bf16 there
+            versions: dict[str, tuple[Path | None, Path]] = {"": (None, args.bundle)}
+            if baseline is not None and precision != "bf16":  # bf16 came with bundle format 1.5: not in a baseline
                 versions = {"_before": baseline, **versions}
             if imported is not None and precision == "fp32":
                 versions["_imported"] = (None, imported)
@@ -628,15 +621,14 @@ def main() -> None:
                 name = f"arbiter_{precision}{suffix}"
                 code = arbiter_code(site)
                 print(f"{name}: code from {code}, bundle {served}", flush=True)
-                flags = ("--bundles", str(served), "--precision", precision,
-                         *(("--backend", "torch", "--device", "cpu") if precision == "bf16" else ()))  # fmt: skip
+                flags = ("--bundles", str(served), "--precision", precision)
                 servers[name] = (stack.enter_context(arbiter_server(logs, flags, site, name)), arbiter_body)
                 results[name] = {"code": f"{code}, bundle {served}"}
         ceilings = {f"in_process_{p}": InProcess.onnx(args.bundle, texts, p) for p in precisions if p != "bf16"}
         if args.checkpoint is not None and not args.only_arbiter:
-            ceilings["in_process_torch"] = InProcess.torch(args.checkpoint, texts, "fp32")
+            ceilings["in_process_torch"] = InProcess.torch(args.checkpoint, texts)
         if "bf16" in precisions:
-            ceilings["in_process_bf16"] = InProcess.torch(args.checkpoint, texts, "bf16")
+            ceilings["in_process_bf16"] = InProcess.bf16(args.bundle, texts)
         for ceiling in ceilings.values():
             stack.callback(ceiling.close)
         loop = not args.skip_plain_loop and model is not None and tokenizer is not None
@@ -738,11 +730,12 @@ def report(results: dict[str, object]) -> None:
                     [x * per_text for x in per_round(results, served, top)], [p["numpy"] for p in measured_peaks]
                 )  # type: ignore[operator]
                 print(f"arbiter {precision} at {CLIENTS[-1]} clients: {blas:.0%} of numpy's GEMM peak (its BLAS)")
-    if "bf16_fidelity" in results:
-        f = results["bf16_fidelity"]
-        print(f"bf16 (torch) against fp32 on the run's {f['pairs']} held-out pairs: accuracy {f['accuracy']:.4f} "  # type: ignore[index]
-              f"(fp32 {f['fp32_accuracy']:.4f}), spearman {f['spearman']:.4f}, same order on "  # type: ignore[index]
-              f"{f['pairwise_agreement']:.1%}: {'fails: ' + f['reason'] if f['reason'] else 'passes'} the gate")  # type: ignore[index]  # fmt: skip
+    for precision in ("int8", "bf16"):
+        if f"{precision}_fidelity" in results:
+            f = results[f"{precision}_fidelity"]
+            print(f"{precision} against fp32 at export, on the run's {f['pairs']} held-out pairs: accuracy "  # type: ignore[index]
+                  f"{f['accuracy']:.4f} (fp32 {f['fp32_accuracy']:.4f}), spearman {f['spearman']:.4f}, same order on "  # type: ignore[index]
+                  f"{f['pairwise_agreement']:.1%}")  # type: ignore[index]  # fmt: skip
     if "arbiter_fp32_imported" in results:
         ratios = []
         for clients in CLIENTS:
@@ -764,7 +757,7 @@ LABELS = {  # the report's rows, in this order
     "arbiter_fp32_imported": "arbiter fp32, imported from TRL",
     "arbiter_int8_before": "arbiter int8, baseline",
     "arbiter_int8": "arbiter int8",
-    "arbiter_bf16": "arbiter bf16 (torch backend)",
+    "arbiter_bf16": "arbiter bf16 (torch, the bundle's bf16 file)",
     "in_process_fp32": "in process, ONNX Runtime fp32",
     "in_process_torch": "in process, torch fp32",
     "in_process_int8": "in process, ONNX Runtime int8",

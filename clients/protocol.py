@@ -188,7 +188,10 @@ class ModelInfo(Wire):
     architecture: str
     max_length: int
     precision: str
-    eval_accuracy: float | None
+    eval_accuracy: float | None = Field(
+        description="held-out accuracy of the precision that runs (int8, bf16: as the export's fidelity gate "
+        "measured it); null when it was never measured"
+    )
     normalization: Normalization | None
     default: bool
     objectives: list[str] | None = Field(None, description="a model with several outputs: their names, in order")
@@ -196,7 +199,9 @@ class ModelInfo(Wire):
     source_format: str | None = Field(None, description="where an imported model came from: transformers, openrlhf")
     engine: str | None = Field(None, description="a remote model: the engine's URL")
     engine_up: bool | None = Field(None, description="a remote model: whether the engine's health check passes")
-    evaluation: ModelEvaluation | None = Field(None, description="held-out evaluation at export, when there was one")
+    evaluation: ModelEvaluation | None = Field(
+        None, description="held-out evaluation of fp32 at export, when there was one"
+    )
     device: str = Field("", description="where the model runs: cpu, cuda:0, ...; empty for a remote model")
     step_token: str | None = Field(None, description="a process reward model: the token that ends each step")
 

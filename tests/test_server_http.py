@@ -243,7 +243,9 @@ def test_bf16_runs_on_torch_from_a_checkpoint_or_a_bundles_bf16_weights(trained_
     with running_server(tmp_path, *flags) as bf16:
         items = [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
         scores = np.array(post(bf16, "/v1/score", {"items": items}).json()["scores"])
-        assert httpx.get(bf16.url + "/v1/models/rm-bf16").json()["precision"] == "bf16-torch"
+        info = httpx.get(bf16.url + "/v1/models/rm-bf16").json()
+        # a checkpoint cast to bf16 at load was never judged: no accuracy is claimed for it
+        assert info["precision"] == "bf16-torch" and info["eval_accuracy"] is None
         # whether bf16 pays is measured on the device, and said at load
         assert re.search(r"bf16 matrix products run \d+\.\d\dx fp32's here", bf16.logs())
         # bf16 on a CPU takes larger batches when max_batch_tokens is unset (see models.default_batch_tokens)
@@ -256,7 +258,12 @@ def test_bf16_runs_on_torch_from_a_checkpoint_or_a_bundles_bf16_weights(trained_
     # export kept; its head stays exact fp32 where the checkpoint's is cast and back, so the two differ a little
     with running_server(tmp_path, "--precision", "bf16", "--bundles", f"rm={bundle_dir}") as from_bundle:
         served = np.array(post(from_bundle, "/v1/score", {"items": items}).json()["scores"])
-        assert httpx.get(from_bundle.url + "/v1/models/rm").json()["precision"] == "bf16-torch"
+        info = httpx.get(from_bundle.url + "/v1/models/rm").json()
+        # the accuracy shown is the one the export's gate measured for these bf16 weights, not fp32's
+        judged = load_bundle(bundle_dir).manifest.bf16
+        assert info["precision"] == "bf16-torch" and judged is not None
+        assert info["eval_accuracy"] == judged.accuracy
+        assert info["evaluation"]["overall"]["accuracy"] == judged.fp32_accuracy
     assert 1e-4 < np.abs(served - fp32).max() < 0.05 * max(1.0, float(np.abs(fp32).max()))
     assert np.abs(served - scores).max() < 0.05 * max(1.0, float(np.abs(fp32).max()))
     # A bundle without them (format 1.4, or exported with --no-bf16) does not load, and the server says why
@@ -268,6 +275,20 @@ def test_bf16_runs_on_torch_from_a_checkpoint_or_a_bundles_bf16_weights(trained_
     with running_server(tmp_path, "--precision", "bf16", "--bundles", str(older), wait_ready=False) as onnx:
         ready = settled_readiness(onnx)
         assert ready.status_code == 503 and "no model.bf16.safetensors (precision bf16)" in onnx.logs()
+
+
+def test_int8_serves_with_the_accuracy_its_gate_measured(trained_run, bundle_dir, tmp_path):
+    from arbiter.training.export import FidelityGate, export_bundle
+
+    # a gate that keeps any int8 file, so that this test does not depend on whether the short run's passes
+    lenient = FidelityGate(max_accuracy_change=1.0, min_spearman=-1.0)
+    int8 = export_bundle(trained_run / "checkpoint", tmp_path / "int8", int8_gate=lenient, bf16=False).manifest.int8
+    assert int8 is not None and int8.file == "model.int8.onnx"
+    with running_server(tmp_path, "--precision", "int8", "--bundles", f"rm={tmp_path / 'int8'}") as server:
+        info = httpx.get(server.url + "/v1/models/rm").json()
+    fp32 = load_bundle(bundle_dir).manifest
+    assert info["precision"] == "int8" and info["eval_accuracy"] == int8.accuracy
+    assert int8.fp32_accuracy == fp32.eval_accuracy  # the gate judged int8 on the pairs fp32's accuracy comes from
 
 
 def test_several_models_chosen_by_name_with_one_default(bundle_dir, tmp_path):

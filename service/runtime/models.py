@@ -216,7 +216,7 @@ class ServedModel:
             architecture=m.model.architecture,
             max_length=m.model.max_length,
             precision=self.precision,
-            eval_accuracy=m.eval_accuracy,
+            eval_accuracy=served_accuracy(m, self.precision),
             normalization=Normalization(mean=norm.mean, std=norm.std) if norm else None,
             default=default,
             objectives=self.objectives,
@@ -228,6 +228,16 @@ class ServedModel:
             device=str(self.runner.device),
             step_token=self.steps.token if self.steps else None,
         )
+
+
+def served_accuracy(manifest: Manifest, precision: str) -> float | None:
+    """The held-out accuracy of the weights that run. The export judged each reduced-precision file it kept on the
+    pairs that fp32's accuracy comes from; bf16 cast at load (a checkpoint, an imported model) was never judged."""
+    reports = {"int8": manifest.int8, "bf16-torch": manifest.bf16}
+    if precision not in reports:
+        return manifest.eval_accuracy
+    report = reports[precision]
+    return report.accuracy if report is not None and report.file is not None else None
 
 
 class ModelRegistry:
