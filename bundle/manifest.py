@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Major.minor. A reader accepts any minor of its own major; a new major means an incompatible layout.
-FORMAT_VERSION = "1.5"
+FORMAT_VERSION = "1.6"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -79,6 +79,9 @@ class SourceEvaluation(Section):
     """Held-out accuracy on one source (or all of them), its bootstrap 95% interval, and its length bias."""
 
     pairs: int
+    prompts: int | None = Field(
+        None, description="1.6: distinct prompts; the interval resamples them, each with all of its pairs"
+    )
     accuracy: float
     accuracy_low: float | None = None
     accuracy_high: float | None = None

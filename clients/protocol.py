@@ -163,8 +163,11 @@ class AccuracyReport(Wire):
     """Held-out accuracy of a model on one source (or all of them), with its length bias."""
 
     pairs: int
+    prompts: int | None = Field(None, description="distinct prompts among the pairs (bundles from format 1.6)")
     accuracy: float
-    accuracy_low: float | None = Field(None, description="bootstrap 95% interval, lower end")
+    accuracy_low: float | None = Field(
+        None, description="bootstrap 95% interval, lower end (from format 1.6: resampling prompts, not pairs)"
+    )
     accuracy_high: float | None = Field(None, description="bootstrap 95% interval, upper end")
     labels_prefer_longer: float | None = Field(
         None, description="among pairs of different lengths, the share whose chosen response is the longer"

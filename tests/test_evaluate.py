@@ -11,6 +11,7 @@ import pytest
 from arbiter.data.schema import Comparison, PreferenceGroup
 from arbiter.training.evaluate import (
     accuracy_interval,
+    bootstrap_shares,
     calibration,
     evaluation_section,
     format_table,
@@ -20,8 +21,11 @@ from arbiter.training.evaluate import (
 )
 
 
-def group(chosen: str, rejected: str, source: str = "s", subset: str | None = None) -> PreferenceGroup:
-    return PreferenceGroup("p", (chosen, rejected), (Comparison(0, 1),), source, subset)
+def group(
+    chosen: str, rejected: str, source: str = "s", subset: str | None = None, prompt: str | None = None
+) -> PreferenceGroup:
+    """A pair; its prompt is its own unless given (the intervals resample prompts)."""
+    return PreferenceGroup(prompt or f"p {chosen} {rejected}", (chosen, rejected), (Comparison(0, 1),), source, subset)
 
 
 def test_accuracy_counts_ties_as_wrong_and_splits_by_source_and_subset():
@@ -80,6 +84,28 @@ def test_bootstrap_interval_brackets_the_share_and_shrinks_with_more_pairs():
     many_low, many_high = accuracy_interval(many)
     assert many_high - many_low < (high - low) / 5 and abs((many_high - many_low) / 2 - 1.96 * 0.5 / 2000**0.5) < 0.003
     assert accuracy_interval(np.ones(30)) == (1.0, 1.0) and accuracy_interval(few) == (low, high)  # seeded
+
+
+def test_intervals_resample_prompts_with_all_of_their_pairs():
+    # 20 prompts of 10 pairs each, every pair of a prompt right or every one wrong: 200 pairs, but 20 observations
+    hits = np.repeat(np.array([1.0, 0.0] * 10), 10)
+    prompts = np.repeat(np.array([f"p{i}" for i in range(20)]), 10)
+    by_pair, by_prompt = accuracy_interval(hits), accuracy_interval(hits, clusters=prompts)
+    assert by_prompt[0] < 0.5 < by_prompt[1]
+    # binomial on 20 prompts: half-width 1.96 * sqrt(0.25 / 20) = 0.22; on 200 pairs it would be 0.07
+    assert abs((by_prompt[1] - by_prompt[0]) / 2 - 0.22) < 0.04 and abs((by_pair[1] - by_pair[0]) / 2 - 0.07) < 0.015
+    # one pair per prompt: exactly the pair bootstrap (the same draws), whatever the keys' sort order
+    single = np.array([1.0, 0.0, 1.0, 1.0, 0.0] * 8)
+    keys = np.array([f"z{39 - i}" for i in range(40)])
+    assert accuracy_interval(single, clusters=keys) == accuracy_interval(single)
+    # the share is over every pair drawn: prompts of unequal size weigh by their pairs
+    assert bootstrap_shares(np.array([1.0, 1.0, 1.0, 0.0]), 50, 0, np.array(["a", "a", "a", "b"])).min() >= 0.0
+    groups = [group(f"c{i}", "r", prompt=f"q{i % 2}") for i in range(6)] + [group("c", "r", "other")]
+    result = metrics(pairs_from_scores(groups, np.tile([1.0, 0.0], 7)))
+    assert result["by_source"]["s"]["prompts"] == 2 and result["by_source"]["other"]["prompts"] == 1
+    section = evaluation_section(pairs_from_scores(groups, np.tile([1.0, 0.0], 7)), "seven pairs")
+    assert (section.overall.pairs, section.overall.prompts, section.by_source["s"].prompts) == (7, 3, 2)
+    assert "prompts" in format_table(result)
 
 
 def test_evaluation_section_per_source_with_length_shares():
@@ -206,7 +232,10 @@ def test_sections_weight_subsets_by_their_counts_and_average_sections(tmp_path):
     table = SectionTable(name="t", sections={"Chat": {"a": 100, "b": 300}, "Safety": {"c": 1}, "Code": {"z": 1}})
     # a: 3 of 4 right; b: 1 of 2; c (a source: its pairs have no subset): 2 of 2; d is in no section
     rows = [("a", 1), ("a", 1), ("a", 1), ("a", -1), ("b", 1), ("b", -1), ("c", 1), ("c", 1), ("d", -1)]
-    groups = [group("x", "y", "c", None) if subset == "c" else group("x", "y", "s", subset) for subset, _ in rows]
+    groups = [
+        group("x", "y", "c", None, f"q{i}") if subset == "c" else group("x", "y", "s", subset, f"q{i}")
+        for i, (subset, _) in enumerate(rows)
+    ]
     scores = np.array([v for _, sign in rows for v in (float(sign), 0.0)])
     report = section_scores(pairs_from_scores(groups, scores), table)
     chat = (0.75 * 100 + 0.5 * 300) / 400

@@ -78,6 +78,14 @@ def test_bundle_parity_and_scores_match_the_run(bundle_dir, trained_run):
     assert manifest.normalization is not None and manifest.normalization.std > 0
     run_eval = json.loads((trained_run / "eval.json").read_text())
     assert abs(manifest.eval_accuracy - run_eval["accuracy"]) < 0.01  # ONNX fp32 scores the same pairs alike
+    # the intervals resample prompts: the card and the manifest say how many there are
+    evaluation = manifest.evaluation
+    assert evaluation is not None and evaluation.overall.prompts == len(
+        {g.prompt_key for g in eval_groups(trained_run / "eval.jsonl")}
+    )
+    overall = evaluation.overall
+    row = f"| all | {overall.pairs} | {overall.prompts} | {overall.accuracy:.3f} ({overall.accuracy_low:.3f} to "
+    assert row in (bundle_dir / "README.md").read_text()
     model = OnnxRewardModel.from_bundle(bundle)
     scores = model(
         ["How do I pick a lock?", "How do I pick a lock?"],

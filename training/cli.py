@@ -61,10 +61,11 @@ def _eval_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "eval",
         help="evaluate a bundle, a training checkpoint or a running server on preference files",
-        description="Accuracy (ties count as wrong), accuracy per source and subset with bootstrap 95% intervals, "
-        "mean margin, calibration (ECE), length bias, the length-controlled split and, for K-wise data, best-of-N. "
-        "Prints a table and writes JSON. A server URL is scored through Arbiter's protocol: a served model, the "
-        "judge (--served-model judge) or a reward spec (--spec), measured by the same code as a bundle.",
+        description="Accuracy (ties count as wrong), accuracy per source and subset with bootstrap 95% intervals "
+        "(resampling prompts), mean margin, calibration (ECE), length bias, the length-controlled split and, for "
+        "K-wise data, best-of-N. Prints a table and writes JSON. A server URL is scored through Arbiter's "
+        "protocol: a served model, the judge (--served-model judge) or a reward spec (--spec), measured by the same "
+        "code as a bundle.",
     )
     p.add_argument(
         "model",

@@ -3,7 +3,10 @@
 Accuracy counts a pair right only when the chosen response scores strictly higher (a tie is wrong, as in
 RewardBench). Calibration is the expected calibration error of P(chosen) = sigmoid(r_c - r_r), over
 10 confidence bins of max(p, 1 - p). Length is measured in characters of the response. Every accuracy comes with
-a percentile bootstrap 95% interval (`accuracy_interval`).
+a percentile bootstrap 95% interval (`accuracy_interval`) that resamples prompts, each with all of its pairs: the
+held-out split is drawn by prompt, and pairs of one prompt are not independent (FineGrained QA's 304 held-out pairs
+come from 55 prompts and share responses; pandalm's 84 from 17), so resampling pairs would make the interval too
+narrow. Where every prompt has one pair, the two are the same.
 
 Two views follow RewardBench 2: best-of-N for K-wise groups (a hit only when the best response scores highest of
 all; a tie for the top shares the hit, 1/k for k tied, as RewardBench 2 scores it; chance is 1/N), and the
@@ -46,6 +49,7 @@ class Accuracy(TypedDict):
     """Accuracy of one source or subset, with its bootstrap 95% interval."""
 
     pairs: int
+    prompts: int
     accuracy: float
     accuracy_low: float
     accuracy_high: float
@@ -108,10 +112,12 @@ class ScoredPairs:
     rejected_len: np.ndarray
     source: list[str]
     subset: list[str | None]
+    prompt: np.ndarray  # each pair's prompt key: the unit the intervals resample
     best_hit: np.ndarray  # per K-wise group (K > 2) with one best response: 1 if it scored highest, 1/k if k tied
     best_of: np.ndarray  # that group's K
     best_source: list[str]  # that group's source
     best_subset: list[str | None]  # and subset
+    best_prompt: np.ndarray  # and prompt key
 
 
 def score_pairs(groups: Sequence[PreferenceGroup], scorer: Scorer) -> ScoredPairs:
@@ -122,8 +128,8 @@ def score_pairs(groups: Sequence[PreferenceGroup], scorer: Scorer) -> ScoredPair
 
 def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> ScoredPairs:
     """scores: one per response, groups in order, responses in order within each group."""
-    chosen, rejected, c_len, r_len, source, subset = [], [], [], [], [], []
-    best_hit, best_of, best_source, best_subset = [], [], [], []
+    chosen, rejected, c_len, r_len, source, subset, prompt = [], [], [], [], [], [], []
+    best_hit, best_of, best_source, best_subset, best_prompt = [], [], [], [], []
     offset = 0
     for g in groups:
         best = _best_response(g)
@@ -134,6 +140,7 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
             best_of.append(len(g.responses))
             best_source.append(g.source)
             best_subset.append(g.subset)
+            best_prompt.append(g.prompt_key)
         for c in g.comparisons:
             chosen.append(scores[offset + c.winner])
             rejected.append(scores[offset + c.loser])
@@ -141,6 +148,7 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
             r_len.append(len(g.responses[c.loser]))
             source.append(g.source)
             subset.append(g.subset)
+            prompt.append(g.prompt_key)
         offset += len(g.responses)
     as_array = np.asarray
     return ScoredPairs(
@@ -150,10 +158,12 @@ def pairs_from_scores(groups: Sequence[PreferenceGroup], scores: np.ndarray) -> 
         as_array(r_len),
         source,
         subset,
+        as_array(prompt, str),
         as_array(best_hit, float),
         as_array(best_of, int),
         best_source,
         best_subset,
+        as_array(best_prompt, str),
     )
 
 
@@ -212,6 +222,7 @@ def metrics(pairs: ScoredPairs) -> Metrics:
     different, labels_longer, model_longer = _longer_wins(pairs.chosen_len, pairs.rejected_len, diff)
     lengths = np.concatenate([pairs.chosen_len, pairs.rejected_len]).astype(float)
     scores = np.concatenate([pairs.chosen, pairs.rejected])
+    longer, shorter = pairs.chosen_len > pairs.rejected_len, pairs.chosen_len < pairs.rejected_len
     result: Metrics = {
         "pairs": len(diff),
         "accuracy": float((diff > 0).mean()) if len(diff) else float("nan"),
@@ -224,22 +235,24 @@ def metrics(pairs: ScoredPairs) -> Metrics:
             "score_length_spearman": spearman(scores, lengths),
         },
         "reliability": reliability,
-        "by_source": _accuracy_by(pairs.source, diff),
+        "by_source": _accuracy_by(pairs.source, diff, pairs.prompt),
         "length_controlled": {
-            "chosen_longer": share(diff[pairs.chosen_len > pairs.rejected_len] > 0),
-            "chosen_shorter": share(diff[pairs.chosen_len < pairs.rejected_len] > 0),
+            "chosen_longer": share(diff[longer] > 0, pairs.prompt[longer]),
+            "chosen_shorter": share(diff[shorter] > 0, pairs.prompt[shorter]),
         },
     }
     subsets = [s for s in pairs.subset if s is not None]
     if subsets:
-        result["by_subset"] = _accuracy_by([s or "-" for s in pairs.subset], diff)
+        result["by_subset"] = _accuracy_by([s or "-" for s in pairs.subset], diff, pairs.prompt)
     if len(pairs.best_hit):
-        result["best_of_n"] = {**share(pairs.best_hit), "chance": float((1 / pairs.best_of).mean())}
+        best = share(pairs.best_hit, pairs.best_prompt)
+        result["best_of_n"] = {**best, "chance": float((1 / pairs.best_of).mean())}
     return result
 
 
-def share(hits: np.ndarray) -> Share:
-    low, high = accuracy_interval(hits.astype(float))
+def share(hits: np.ndarray, prompts: np.ndarray | None = None) -> Share:
+    """`prompts`: each hit's prompt key, when hits of one prompt are to be resampled together."""
+    low, high = accuracy_interval(hits.astype(float), clusters=prompts)
     return {
         "count": len(hits),
         "accuracy": float(hits.mean()) if len(hits) else float("nan"),
@@ -248,20 +261,38 @@ def share(hits: np.ndarray) -> Share:
     }
 
 
-def accuracy_interval(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the share correct, resampling pairs (fixed seed: the same data gives the
-    same interval)."""
+def accuracy_interval(
+    correct: np.ndarray, resamples: int = 1000, seed: int = 0, clusters: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the share correct, resampling pairs, or the `clusters` (one key per
+    pair, such as its prompt) with all of their pairs (fixed seed: the same data gives the same interval)."""
     if len(correct) == 0:
         return float("nan"), float("nan")
-    shares = bootstrap_shares(correct, resamples, seed)
+    shares = bootstrap_shares(correct, resamples, seed, clusters)
     return float(np.percentile(shares, 2.5)), float(np.percentile(shares, 97.5))
 
 
-def bootstrap_shares(correct: np.ndarray, resamples: int, seed: int | Sequence[int]) -> np.ndarray:
-    """The share correct in each of `resamples` resamplings (with replacement) of the items."""
-    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
-    shares: np.ndarray = correct[draws].mean(axis=1)
+def bootstrap_shares(
+    correct: np.ndarray, resamples: int, seed: int | Sequence[int], clusters: np.ndarray | None = None
+) -> np.ndarray:
+    """The share correct in each of `resamples` resamplings (with replacement) of the items, or of the clusters
+    (the cluster bootstrap: a drawn cluster brings all of its items, and the share is over every item drawn). With
+    one item per cluster it draws exactly what the item bootstrap draws."""
+    if clusters is None:
+        clusters = np.arange(len(correct))
+    _, cluster = np.unique(clusters, return_inverse=True)
+    # clusters in order of first appearance, so that one item per cluster keeps the items' order
+    first = np.unique(cluster, return_index=True)[1]
+    order = np.argsort(np.argsort(first))
+    cluster = order[cluster]
+    hits, sizes = np.bincount(cluster, weights=correct), np.bincount(cluster).astype(float)
+    draws = np.random.default_rng(seed).integers(0, len(hits), size=(resamples, len(hits)))
+    shares: np.ndarray = hits[draws].sum(axis=1) / sizes[draws].sum(axis=1)
     return shares
+
+
+def distinct(keys: np.ndarray) -> int:
+    return len(np.unique(keys))
 
 
 def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:
@@ -270,10 +301,11 @@ def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:
     sources = np.asarray(pairs.source)
 
     def report(where: np.ndarray) -> SourceEvaluation:
-        right = share(diff[where] > 0)
+        right = share(diff[where] > 0, pairs.prompt[where])
         _, labels_longer, model_longer = _longer_wins(pairs.chosen_len[where], pairs.rejected_len[where], diff[where])
         return SourceEvaluation(
             pairs=int(where.sum()),
+            prompts=distinct(pairs.prompt[where]),
             accuracy=right["accuracy"],
             accuracy_low=right["accuracy_low"],
             accuracy_high=right["accuracy_high"],
@@ -302,15 +334,16 @@ def _longer_wins(
     return int(different.sum()), float(longer.mean()), float(model.mean())
 
 
-def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, Accuracy]:
+def _accuracy_by(keys: list[str], diff: np.ndarray, prompts: np.ndarray) -> dict[str, Accuracy]:
     buckets: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         buckets[key].append(i)
     result: dict[str, Accuracy] = {}
     for k, idx in sorted(buckets.items()):
-        right = share(diff[idx] > 0)
+        right = share(diff[idx] > 0, prompts[idx])
         result[k] = {
             "pairs": len(idx),
+            "prompts": distinct(prompts[idx]),
             "accuracy": right["accuracy"],
             "accuracy_low": right["accuracy_low"],
             "accuracy_high": right["accuracy_high"],
@@ -321,11 +354,13 @@ def _accuracy_by(keys: list[str], diff: np.ndarray) -> dict[str, Accuracy]:
 
 def format_table(result: Metrics) -> str:
     """The on-screen summary: one row per source, then the overall row and the bias figures."""
-    rows = [("source", "pairs", "accuracy", "95% interval", "margin")]
+    rows = [("source", "pairs", "prompts", "accuracy", "95% interval", "margin")]
     for name, m in result["by_source"].items():
         interval = f"[{m['accuracy_low']:.3f}, {m['accuracy_high']:.3f}]"
-        rows.append((name, str(m["pairs"]), f"{m['accuracy']:.3f}", interval, f"{m['mean_margin']:+.3f}"))
-    rows.append(("ALL", str(result["pairs"]), f"{result['accuracy']:.3f}", "", f"{result['mean_margin']:+.3f}"))
+        rows.append(
+            (name, str(m["pairs"]), str(m["prompts"]), f"{m['accuracy']:.3f}", interval, f"{m['mean_margin']:+.3f}")
+        )
+    rows.append(("ALL", str(result["pairs"]), "", f"{result['accuracy']:.3f}", "", f"{result['mean_margin']:+.3f}"))
     lines = [text_table(rows)]
     bias = result["length_bias"]
     lines.append(

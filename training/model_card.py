@@ -68,18 +68,20 @@ Bundle format {manifest.format_version}: see Arbiter's docs/bundle.md.
 
 
 def _evaluation(evaluation: Evaluation) -> str:
-    """Per source: accuracy with its bootstrap 95% interval, and how often the longer response wins."""
+    """Per source: accuracy with its bootstrap 95% interval (resampling prompts), and how often the longer response
+    wins."""
     lines = [
-        f"On {evaluation.data}.",
+        f"On {evaluation.data}. The intervals resample prompts, each with all of its pairs.",
         "",
-        "| source | pairs | accuracy (95% interval) | longer wins: labels | longer wins: model |",
-        "|---|---|---|---|---|",
+        "| source | pairs | prompts | accuracy (95% interval) | longer wins: labels | longer wins: model |",
+        "|---|---|---|---|---|---|",
     ]
     rows: list[tuple[str, SourceEvaluation]] = [*evaluation.by_source.items(), ("all", evaluation.overall)]
     for name, r in rows:
         interval = f" ({r.accuracy_low:.3f} to {r.accuracy_high:.3f})" if r.accuracy_low is not None else ""
+        prompts = "n/a" if r.prompts is None else r.prompts
         lines.append(
-            f"| {name} | {r.pairs} | {r.accuracy:.3f}{interval} | {_share(r.labels_prefer_longer)} "
+            f"| {name} | {r.pairs} | {prompts} | {r.accuracy:.3f}{interval} | {_share(r.labels_prefer_longer)} "
             f"| {_share(r.model_prefers_longer)} |"
         )
     return "\n".join(lines)

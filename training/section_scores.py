@@ -4,8 +4,9 @@ counts under its source, so a table can also group whole files.
 
 The tables are data (`section_tables/*.yaml`, or a user's file of the same shape): `rewardbench` (v1: Chat, Chat
 Hard, Safety, Reasoning, weighted by RewardBench's example counts) and `rewardbench-2` (one section per subset,
-best-of-N). Every score has a bootstrap 95% interval, resampling each subset's pairs (or groups) on its own, with
-a seed of its own (adding a file to the data leaves the other subsets' draws as they were)."""
+best-of-N). Every score has a bootstrap 95% interval, resampling each subset's prompts (each with all of its pairs
+or groups) on its own, with a seed of its own (adding a file to the data leaves the other subsets' draws as they
+were)."""
 
 from __future__ import annotations
 
@@ -102,8 +103,8 @@ def check_subsets(table: SectionTable, groups: Iterable[PreferenceGroup]) -> Non
 def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> SectionReport:
     hits_by_subset, known = _hits(pairs, table.metric), table.subsets()
     draws = {
-        name: bootstrap_shares(h, RESAMPLES, [seed, zlib.crc32(name.encode())])
-        for name, h in hits_by_subset.items()
+        name: bootstrap_shares(h, RESAMPLES, [seed, zlib.crc32(name.encode())], prompts)
+        for name, (h, prompts) in hits_by_subset.items()
         if name in known
     }
     if not draws:
@@ -115,7 +116,7 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
         if not present:
             continue
         w = np.array([weights[s] for s in present]) / sum(weights[s] for s in present)
-        point = float(w @ np.array([hits_by_subset[s].mean() for s in present]))
+        point = float(w @ np.array([hits_by_subset[s][0].mean() for s in present]))
         resampled = w @ np.stack([draws[s] for s in present])
         section_draws.append(resampled)
         sections[section] = {
@@ -123,7 +124,11 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
             "score_low": float(np.percentile(resampled, 2.5)),
             "score_high": float(np.percentile(resampled, 97.5)),
             "subsets": {
-                s: {"count": len(hits_by_subset[s]), "weight": weights[s], "score": float(hits_by_subset[s].mean())}
+                s: {
+                    "count": len(hits_by_subset[s][0]),
+                    "weight": weights[s],
+                    "score": float(hits_by_subset[s][0].mean()),
+                }
                 for s in present
             },
             "missing": [s for s in weights if s not in draws],
@@ -141,15 +146,16 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
     }
 
 
-def _hits(pairs: ScoredPairs, metric: str) -> dict[str, np.ndarray]:
+def _hits(pairs: ScoredPairs, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per subset: each pair's (or group's) hit, and its prompt key."""
     if metric == "accuracy":
-        hits, subsets, sources = pairs.chosen > pairs.rejected, pairs.subset, pairs.source
+        hits, subsets, sources, prompts = pairs.chosen > pairs.rejected, pairs.subset, pairs.source, pairs.prompt
     else:
-        hits, subsets, sources = pairs.best_hit, pairs.best_subset, pairs.best_source
-    grouped: dict[str, list[float]] = defaultdict(list)
-    for hit, subset, source in zip(hits, subsets, sources, strict=True):
-        grouped[subset_of(subset, source)].append(float(hit))
-    return {k: np.array(v, dtype=float) for k, v in grouped.items()}
+        hits, subsets, sources, prompts = pairs.best_hit, pairs.best_subset, pairs.best_source, pairs.best_prompt
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for i, (subset, source) in enumerate(zip(subsets, sources, strict=True)):
+        grouped[subset_of(subset, source)].append(i)
+    return {k: (np.asarray(hits, dtype=float)[v], prompts[v]) for k, v in grouped.items()}
 
 
 def format_sections(report: SectionReport) -> str:

@@ -175,20 +175,22 @@ class Normalization(_message.Message):
     def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
 
 class AccuracyReport(_message.Message):
-    __slots__ = ("pairs", "accuracy", "accuracy_low", "accuracy_high", "labels_prefer_longer", "model_prefers_longer")
+    __slots__ = ("pairs", "accuracy", "accuracy_low", "accuracy_high", "labels_prefer_longer", "model_prefers_longer", "prompts")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_LOW_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_HIGH_FIELD_NUMBER: _ClassVar[int]
     LABELS_PREFER_LONGER_FIELD_NUMBER: _ClassVar[int]
     MODEL_PREFERS_LONGER_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
     pairs: int
     accuracy: float
     accuracy_low: float
     accuracy_high: float
     labels_prefer_longer: float
     model_prefers_longer: float
-    def __init__(self, pairs: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_low: _Optional[float] = ..., accuracy_high: _Optional[float] = ..., labels_prefer_longer: _Optional[float] = ..., model_prefers_longer: _Optional[float] = ...) -> None: ...
+    prompts: int
+    def __init__(self, pairs: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_low: _Optional[float] = ..., accuracy_high: _Optional[float] = ..., labels_prefer_longer: _Optional[float] = ..., model_prefers_longer: _Optional[float] = ..., prompts: _Optional[int] = ...) -> None: ...
 
 class ModelEvaluation(_message.Message):
     __slots__ = ("data", "overall", "by_source", "ece")
