@@ -445,8 +445,7 @@ def default_precisions(bundle: Bundle) -> list[str]:
 
     from arbiter.service.runtime.torch_backend import bf16_speedup
 
-    kept = {"int8": bundle.manifest.int8, "bf16": bundle.manifest.bf16}
-    precisions = ["fp32", *(p for p, report in kept.items() if report is not None and report.file is not None)]
+    precisions = ["fp32", *(p for p in ("int8", "bf16") if bundle.manifest.kept(p))]
     if "bf16" in precisions and bf16_speedup(torch.device("cpu")) <= 1:
         print("bf16 left out: bf16 matrix products are no faster than fp32's on this CPU (--precision bf16 runs it)")
         precisions.remove("bf16")
@@ -595,8 +594,8 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     precisions = list(dict.fromkeys(args.precision or default_precisions(bundle)))
     for precision in precisions[1:]:
-        judged = bundle.manifest.int8 if precision == "int8" else bundle.manifest.bf16
-        if judged is None or judged.file is None:
+        judged = bundle.manifest.kept(precision)
+        if judged is None:
             parser.error(f"--precision {precision}: {args.bundle} has no {precision} file (its export refused it)")
         results[f"{precision}_fidelity"] = judged.model_dump()
     imported = None if args.no_imported else trl_imported_bundle(args.bundle, args.out.parent / "trl-imported")

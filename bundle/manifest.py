@@ -193,3 +193,9 @@ class Manifest(Section):
     # exportable); the torch backend loads `source` and scores it with the same inputs. remote: `engine` scores it.
     runtime: Literal["onnx", "torch", "remote"] = "onnx"
     engine: Engine | None = None
+
+    def kept(self, precision: Literal["int8", "bf16"]) -> FidelityReport | None:
+        """The fidelity report of `precision`'s file, when the export's gate kept the file (None: not requested,
+        or refused)."""
+        report = self.int8 if precision == "int8" else self.bf16
+        return report if report is not None and report.file is not None else None

@@ -98,8 +98,10 @@ def test_intervals_resample_prompts_with_all_of_their_pairs():
     single = np.array([1.0, 0.0, 1.0, 1.0, 0.0] * 8)
     keys = np.array([f"z{39 - i}" for i in range(40)])
     assert accuracy_interval(single, clusters=keys) == accuracy_interval(single)
-    # the share is over every pair drawn: prompts of unequal size weigh by their pairs
-    assert bootstrap_shares(np.array([1.0, 1.0, 1.0, 0.0]), 50, 0, np.array(["a", "a", "a", "b"])).min() >= 0.0
+    # the share is over every pair drawn, so prompts weigh by their pairs: drawing a (3 of 3 right) and b (0 of 1)
+    # gives 3/4, not the mean of the prompts' shares (1/2)
+    drawn = bootstrap_shares(np.array([1.0, 1.0, 1.0, 0.0]), 50, 0, np.array(["a", "a", "a", "b"]))
+    assert set(np.unique(drawn)) == {0.0, 0.75, 1.0}
     groups = [group(f"c{i}", "r", prompt=f"q{i % 2}") for i in range(6)] + [group("c", "r", "other")]
     result = metrics(pairs_from_scores(groups, np.tile([1.0, 0.0], 7)))
     assert result["by_source"]["s"]["prompts"] == 2 and result["by_source"]["other"]["prompts"] == 1

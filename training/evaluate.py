@@ -278,20 +278,17 @@ def bootstrap_shares(
     """The share correct in each of `resamples` resamplings (with replacement) of the items, or of the clusters
     (the cluster bootstrap: a drawn cluster brings all of its items, and the share is over every item drawn). With
     one item per cluster it draws exactly what the item bootstrap draws."""
-    if clusters is None:
-        clusters = np.arange(len(correct))
-    _, cluster = np.unique(clusters, return_inverse=True)
-    # clusters in order of first appearance, so that one item per cluster keeps the items' order
-    first = np.unique(cluster, return_index=True)[1]
-    order = np.argsort(np.argsort(first))
-    cluster = order[cluster]
-    hits, sizes = np.bincount(cluster, weights=correct), np.bincount(cluster).astype(float)
+    hits, sizes = correct, np.ones(len(correct))
+    if clusters is not None:
+        _, first, cluster = np.unique(clusters, return_index=True, return_inverse=True)
+        cluster = np.argsort(np.argsort(first))[cluster]  # numbered in order of appearance, as the items are
+        hits, sizes = np.bincount(cluster, weights=correct), np.bincount(cluster).astype(float)
     draws = np.random.default_rng(seed).integers(0, len(hits), size=(resamples, len(hits)))
     shares: np.ndarray = hits[draws].sum(axis=1) / sizes[draws].sum(axis=1)
     return shares
 
 
-def distinct(keys: np.ndarray) -> int:
+def _distinct(keys: np.ndarray) -> int:
     return len(np.unique(keys))
 
 
@@ -305,7 +302,7 @@ def evaluation_section(pairs: ScoredPairs, data: str) -> Evaluation:
         _, labels_longer, model_longer = _longer_wins(pairs.chosen_len[where], pairs.rejected_len[where], diff[where])
         return SourceEvaluation(
             pairs=int(where.sum()),
-            prompts=distinct(pairs.prompt[where]),
+            prompts=_distinct(pairs.prompt[where]),
             accuracy=right["accuracy"],
             accuracy_low=right["accuracy_low"],
             accuracy_high=right["accuracy_high"],
@@ -343,7 +340,7 @@ def _accuracy_by(keys: list[str], diff: np.ndarray, prompts: np.ndarray) -> dict
         right = share(diff[idx] > 0, prompts[idx])
         result[k] = {
             "pairs": len(idx),
-            "prompts": distinct(prompts[idx]),
+            "prompts": _distinct(prompts[idx]),
             "accuracy": right["accuracy"],
             "accuracy_low": right["accuracy_low"],
             "accuracy_high": right["accuracy_high"],

@@ -14,7 +14,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal, NamedTuple, TypedDict
 
 import numpy as np
 import yaml
@@ -41,6 +41,13 @@ class SectionTable(BaseModel):
 
     def subsets(self) -> set[str]:
         return {s for weights in self.sections.values() for s in weights}
+
+
+class SubsetHits(NamedTuple):
+    """A subset's hits (pairs, or best-of-N groups) and the prompt key of each: the unit its interval resamples."""
+
+    hits: np.ndarray
+    prompts: np.ndarray
 
 
 class SubsetScore(TypedDict):
@@ -103,8 +110,8 @@ def check_subsets(table: SectionTable, groups: Iterable[PreferenceGroup]) -> Non
 def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> SectionReport:
     hits_by_subset, known = _hits(pairs, table.metric), table.subsets()
     draws = {
-        name: bootstrap_shares(h, RESAMPLES, [seed, zlib.crc32(name.encode())], prompts)
-        for name, (h, prompts) in hits_by_subset.items()
+        name: bootstrap_shares(h.hits, RESAMPLES, [seed, zlib.crc32(name.encode())], h.prompts)
+        for name, h in hits_by_subset.items()
         if name in known
     }
     if not draws:
@@ -116,7 +123,7 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
         if not present:
             continue
         w = np.array([weights[s] for s in present]) / sum(weights[s] for s in present)
-        point = float(w @ np.array([hits_by_subset[s][0].mean() for s in present]))
+        point = float(w @ np.array([hits_by_subset[s].hits.mean() for s in present]))
         resampled = w @ np.stack([draws[s] for s in present])
         section_draws.append(resampled)
         sections[section] = {
@@ -125,9 +132,9 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
             "score_high": float(np.percentile(resampled, 97.5)),
             "subsets": {
                 s: {
-                    "count": len(hits_by_subset[s][0]),
+                    "count": len(hits_by_subset[s].hits),
                     "weight": weights[s],
-                    "score": float(hits_by_subset[s][0].mean()),
+                    "score": float(hits_by_subset[s].hits.mean()),
                 }
                 for s in present
             },
@@ -146,8 +153,7 @@ def section_scores(pairs: ScoredPairs, table: SectionTable, seed: int = 0) -> Se
     }
 
 
-def _hits(pairs: ScoredPairs, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per subset: each pair's (or group's) hit, and its prompt key."""
+def _hits(pairs: ScoredPairs, metric: str) -> dict[str, SubsetHits]:
     if metric == "accuracy":
         hits, subsets, sources, prompts = pairs.chosen > pairs.rejected, pairs.subset, pairs.source, pairs.prompt
     else:
@@ -155,7 +161,7 @@ def _hits(pairs: ScoredPairs, metric: str) -> dict[str, tuple[np.ndarray, np.nda
     grouped: dict[str, list[int]] = defaultdict(list)
     for i, (subset, source) in enumerate(zip(subsets, sources, strict=True)):
         grouped[subset_of(subset, source)].append(i)
-    return {k: (np.asarray(hits, dtype=float)[v], prompts[v]) for k, v in grouped.items()}
+    return {k: SubsetHits(np.asarray(hits, dtype=float)[v], prompts[v]) for k, v in grouped.items()}
 
 
 def format_sections(report: SectionReport) -> str:

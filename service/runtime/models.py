@@ -233,11 +233,11 @@ class ServedModel:
 def served_accuracy(manifest: Manifest, precision: str) -> float | None:
     """The held-out accuracy of the weights that run. The export judged each reduced-precision file it kept on the
     pairs that fp32's accuracy comes from; bf16 cast at load (a checkpoint, an imported model) was never judged."""
-    reports = {"int8": manifest.int8, "bf16-torch": manifest.bf16}
-    if precision not in reports:
+    reduced: dict[str, Literal["int8", "bf16"]] = {"int8": "int8", "bf16-torch": "bf16"}
+    if precision not in reduced:
         return manifest.eval_accuracy
-    report = reports[precision]
-    return report.accuracy if report is not None and report.file is not None else None
+    report = manifest.kept(reduced[precision])
+    return report.accuracy if report is not None else None
 
 
 class ModelRegistry:
